@@ -1,0 +1,73 @@
+/* fasttls engine: one C call per TLS operation over an OpenSSL SSL object.
+ *
+ * Each connection reads ciphertext straight from the caller's buffer and writes ciphertext into a
+ * buffer of its own, through one custom BIO (no memory-BIO copy in between). Every operation
+ * returns a status; "needs more data" is a status, never an error. */
+#ifndef FASTTLS_ENGINE_H
+#define FASTTLS_ENGINE_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+#define FASTTLS_OK 0         /* operation complete */
+#define FASTTLS_WANT_READ 1  /* needs more ciphertext from the peer */
+#define FASTTLS_CLOSED 2     /* the peer sent close_notify */
+#define FASTTLS_ERROR (-1)   /* fatal: see ssl_error, err_code, verify_* */
+
+typedef struct fasttls_conn {
+    SSL *ssl;
+    /* Ciphertext waiting to be sent: everything the SSL object wrote. The caller takes it and
+     * sets out_len to 0. */
+    unsigned char *out;
+    size_t out_len;
+    /* Plaintext produced by the last fasttls_read. */
+    unsigned char *plain;
+    size_t plain_len;
+    /* The last failure, captured before the error queue is cleared. */
+    int ssl_error;
+    unsigned long err_code;
+    long verify_code;
+    int verify_depth;
+    char verify_subject[256];
+    /* Private. */
+    size_t out_cap, plain_cap;
+    const unsigned char *in_ptr;  /* input being consumed during one call */
+    size_t in_len;
+    unsigned char *held;          /* input left over between calls */
+    size_t held_len, held_cap;
+    int from_held;                /* in_ptr points into held */
+} fasttls_conn;
+
+int fasttls_init(void);
+SSL_CTX *fasttls_ctx_new(void);
+int fasttls_ctx_set_alpn(SSL_CTX *ctx, const unsigned char *wire, size_t len);
+int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path);
+int fasttls_ctx_use_chain_pem(SSL_CTX *ctx, const char *pem, size_t len);
+int fasttls_ctx_use_key_pem(SSL_CTX *ctx, const char *pem, size_t len,
+                            const char *password, size_t password_len);
+int fasttls_ctx_add_ca(SSL_CTX *ctx, const unsigned char *data, size_t len, int pem);
+
+fasttls_conn *fasttls_conn_new(SSL_CTX *ctx, int server);
+void fasttls_conn_free(fasttls_conn *c);
+int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int check, int sni);
+void fasttls_conn_set_verify(fasttls_conn *c, int mode);
+int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len);
+int fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len);
+int fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len);
+int fasttls_shutdown(fasttls_conn *c);
+void fasttls_conn_release_buffers(fasttls_conn *c);
+
+int fasttls_make_self_signed(const char *hostname, char **cert_pem, size_t *cert_len,
+                             char **key_pem, size_t *key_len);
+void fasttls_free(void *p);
+
+/* Certificate decoding for getpeercert(). */
+X509 *fasttls_peer_certificate(const SSL *ssl);
+int fasttls_x509_der(X509 *x, unsigned char **der);
+int fasttls_name_entry(X509_NAME *name, int i, int *set, char *field, size_t field_len,
+                       unsigned char **value);
+int fasttls_x509_time(X509 *x, int not_after, char *buf, size_t len);
+int fasttls_x509_serial(X509 *x, char *buf, size_t len);
+int fasttls_x509_san(X509 *x, int i, int *type, unsigned char **value);
+
+#endif

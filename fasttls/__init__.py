@@ -1,0 +1,37 @@
+"""fasttls: fast, secure-by-default TLS for Python, in C over the system OpenSSL.
+
+The sans-IO API (`newctx`, `newtls`) and socket helpers in the style of skynet's
+`http.tlshelper`. See docs/API.md."""
+from fasttls._binding import OPENSSL_VERSION
+from fasttls._context import Context, newctx
+from fasttls._errors import SSLCertVerificationError, SSLEOFError, SSLError, SSLZeroReturnError
+from fasttls._tls import TLS, Session, newtls
+from fasttls._version import __version__
+from fasttls.helpers import (
+    closefunc,
+    init_requestfunc,
+    init_responsefunc,
+    readallfunc,
+    readfunc,
+    writefunc,
+)
+
+__all__ = [
+    "OPENSSL_VERSION",
+    "Context",
+    "Session",
+    "SSLCertVerificationError",
+    "SSLEOFError",
+    "SSLError",
+    "SSLZeroReturnError",
+    "TLS",
+    "__version__",
+    "closefunc",
+    "init_requestfunc",
+    "init_responsefunc",
+    "newctx",
+    "newtls",
+    "readallfunc",
+    "readfunc",
+    "writefunc",
+]

@@ -1,0 +1,35 @@
+"""The only importer of the compiled module: one-time initialisation and a build check."""
+from fasttls._fasttls import ffi, lib
+from fasttls._version import __version__
+
+__all__ = ["ffi", "lib", "OPENSSL_VERSION", "make_self_signed"]
+
+_built_for = ffi.string(lib.fasttls_build_version()).decode()
+if _built_for != __version__:
+    raise ImportError(
+        f"fasttls: the compiled module was built for fasttls {_built_for}, "
+        f"but this is fasttls {__version__}; reinstall fasttls"
+    )
+if not lib.fasttls_init():
+    raise ImportError("fasttls: OpenSSL could not be initialised")
+
+OPENSSL_VERSION = ffi.string(lib.OpenSSL_version(lib.OPENSSL_VERSION)).decode()
+
+
+def make_self_signed(hostname: str = "localhost") -> "tuple[bytes, bytes]":
+    """An ephemeral ECDSA P-256 self-signed certificate and its key, as PEM, made in memory.
+
+    Valid for a week, for `hostname`, 127.0.0.1 and ::1. Meant for benchmarks and tests."""
+    cert = ffi.new("char **")
+    cert_len = ffi.new("size_t *")
+    key = ffi.new("char **")
+    key_len = ffi.new("size_t *")
+    if not lib.fasttls_make_self_signed(hostname.encode(), cert, cert_len, key, key_len):
+        from fasttls._errors import error_from_queue
+
+        raise error_from_queue("cannot make a self-signed certificate")
+    try:
+        return ffi.unpack(cert[0], cert_len[0]), ffi.unpack(key[0], key_len[0])
+    finally:
+        lib.fasttls_free(cert[0])
+        lib.fasttls_free(key[0])

@@ -1,0 +1,268 @@
+"""Context: the configuration shared by many connections, for both roles (like the reference's
+`newctx`), over one OpenSSL SSL_CTX.
+
+Secure by default: clients verify the server's chain against the system trust store and its
+name; TLS 1.2 is the minimum; no compression, no renegotiation; TLS 1.2 suites are Mozilla's
+"intermediate" list (forward secret AEAD only)."""
+import os
+import ssl
+from typing import Callable, Iterable, Optional, Union
+
+from fasttls._binding import ffi, lib
+from fasttls._errors import error_from_queue
+
+__all__ = ["Context", "newctx"]
+
+PathOrPEM = Union[str, bytes, "os.PathLike[str]"]
+Password = Union[str, bytes, Callable[[], Union[str, bytes]], None]
+
+_VERIFY_MODES = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+# ssl.TLSVersion's values are the protocol numbers OpenSSL uses, except the two sentinels,
+# which OpenSSL spells 0 ("no limit").
+_NO_LIMIT = (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED)
+
+
+def _read_pem(source: PathOrPEM) -> bytes:
+    """PEM bytes from bytes or from a file path (str or PathLike)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    with open(os.fspath(source), "rb") as f:
+        return f.read()
+
+
+def _password_bytes(password: Password) -> Optional[bytes]:
+    if callable(password):
+        password = password()
+    if password is None:
+        return None
+    if isinstance(password, str):
+        return password.encode("utf-8")
+    if isinstance(password, (bytes, bytearray)):
+        return bytes(password)
+    raise TypeError("password should be a str, bytes or a callable returning one")
+
+
+class Context:
+    """TLS settings shared by connections (`newtls`). See docs/API.md for each member."""
+
+    __slots__ = ("_ctx", "_verify_mode", "_check_hostname", "_ca_loaded", "_keylog_filename",
+                 "_alpn_protocols", "__weakref__")
+
+    def __init__(self) -> None:
+        ctx = lib.fasttls_ctx_new()
+        if ctx == ffi.NULL:
+            raise error_from_queue("cannot create an OpenSSL context")
+        self._ctx = ffi.gc(ctx, lib.SSL_CTX_free)
+        self._verify_mode: Optional[ssl.VerifyMode] = None
+        self._check_hostname = True
+        self._ca_loaded = False
+        self._keylog_filename: Optional[str] = None
+        self._alpn_protocols: "list[str]" = []
+        if os.environ.get("SSLKEYLOGFILE"):
+            self.keylog_filename = os.environ["SSLKEYLOGFILE"]
+
+    # ---- certificates and keys ----
+
+    def set_cert(self, cert: PathOrPEM, key: Optional[PathOrPEM] = None,
+                 password: Password = None) -> None:
+        """Use a certificate chain (leaf first) and its private key: file paths or PEM bytes.
+        `key=None` takes the key from `cert`. `password` decrypts an encrypted key."""
+        chain = _read_pem(cert)
+        key_pem = chain if key is None else _read_pem(key)
+        if not lib.fasttls_ctx_use_chain_pem(self._ctx, chain, len(chain)):
+            raise error_from_queue("cannot load the certificate chain")
+        secret = _password_bytes(password)
+        if not lib.fasttls_ctx_use_key_pem(self._ctx, key_pem, len(key_pem),
+                                           secret if secret is not None else ffi.NULL,
+                                           len(secret or b"")):
+            reason = "wrong password or bad key" if secret is not None else (
+                "no key, a bad key, or an encrypted key without a password")
+            raise error_from_queue(f"cannot load the private key ({reason}), or it does not "
+                                   "match the certificate")
+
+    def load_verify_locations(self, cafile: Optional[PathOrPEM] = None,
+                              capath: Optional[PathOrPEM] = None,
+                              cadata: Union[str, bytes, None] = None) -> None:
+        """Trust these CA certificates: a PEM file, an OpenSSL hashed directory, or PEM text /
+        DER bytes in memory."""
+        if cafile is None and capath is None and cadata is None:
+            raise TypeError("cafile, capath and cadata cannot be all omitted")
+        if cafile is not None or capath is not None:
+            file_arg = os.fsencode(cafile) if cafile is not None else ffi.NULL
+            path_arg = os.fsencode(capath) if capath is not None else ffi.NULL
+            if not lib.SSL_CTX_load_verify_locations(self._ctx, file_arg, path_arg):
+                raise error_from_queue(f"cannot load CA certificates from {cafile or capath!r}")
+        if cadata is not None:
+            if isinstance(cadata, str):
+                data, pem = cadata.encode("ascii"), True
+            else:
+                data = bytes(cadata)
+                pem = data.lstrip().startswith(b"-----BEGIN")
+            if lib.fasttls_ctx_add_ca(self._ctx, data, len(data), pem) <= 0:
+                raise error_from_queue("cadata holds no valid CA certificate")
+        self._ca_loaded = True
+
+    def load_default_certs(self) -> None:
+        """Trust the system's CA store (OpenSSL's default paths, SSL_CERT_FILE/SSL_CERT_DIR)."""
+        if not lib.SSL_CTX_set_default_verify_paths(self._ctx):
+            raise error_from_queue("cannot load the system CA store")
+        self._ca_loaded = True
+
+    # ---- algorithms and protocols ----
+
+    def set_ciphers(self, ciphers: str) -> None:
+        """OpenSSL cipher string for TLS 1.2 and below."""
+        if not lib.SSL_CTX_set_cipher_list(self._ctx, ciphers.encode("ascii")):
+            raise error_from_queue(f"no cipher can be selected from {ciphers!r}")
+
+    def set_ciphersuites(self, suites: str) -> None:
+        """TLS 1.3 cipher suites, colon separated, e.g. "TLS_AES_128_GCM_SHA256"."""
+        if not suites or not lib.SSL_CTX_set_ciphersuites(self._ctx, suites.encode("ascii")):
+            raise error_from_queue(f"no TLS 1.3 cipher suite can be selected from {suites!r}")
+
+    def set_alpn_protocols(self, protocols: Iterable[str]) -> None:
+        """Protocols to offer (client) or accept in this order of preference (server)."""
+        protocols = list(protocols)
+        wire = bytearray()
+        for name in protocols:
+            encoded = name.encode("ascii") if isinstance(name, str) else bytes(name)
+            if not 0 < len(encoded) < 256:
+                raise ValueError(f"ALPN protocol names are 1 to 255 bytes: {name!r}")
+            wire += bytes([len(encoded)]) + encoded
+        if not lib.fasttls_ctx_set_alpn(self._ctx, bytes(wire), len(wire)):
+            raise error_from_queue("cannot set the ALPN protocols")
+        self._alpn_protocols = protocols
+
+    @property
+    def alpn_protocols(self) -> "list[str]":
+        return list(self._alpn_protocols)
+
+    @alpn_protocols.setter
+    def alpn_protocols(self, protocols: Iterable[str]) -> None:
+        self.set_alpn_protocols(protocols)
+
+    @property
+    def minimum_version(self) -> ssl.TLSVersion:
+        v = lib.SSL_CTX_get_min_proto_version(self._ctx)
+        return ssl.TLSVersion(v) if v else ssl.TLSVersion.MINIMUM_SUPPORTED
+
+    @minimum_version.setter
+    def minimum_version(self, version: ssl.TLSVersion) -> None:
+        self._set_version(lib.SSL_CTX_set_min_proto_version, version)
+
+    @property
+    def maximum_version(self) -> ssl.TLSVersion:
+        v = lib.SSL_CTX_get_max_proto_version(self._ctx)
+        return ssl.TLSVersion(v) if v else ssl.TLSVersion.MAXIMUM_SUPPORTED
+
+    @maximum_version.setter
+    def maximum_version(self, version: ssl.TLSVersion) -> None:
+        self._set_version(lib.SSL_CTX_set_max_proto_version, version)
+
+    def _set_version(self, setter, version) -> None:
+        version = ssl.TLSVersion(version)
+        if version == ssl.TLSVersion.SSLv3:
+            raise ValueError("SSLv3 is not supported")
+        if not setter(self._ctx, 0 if version in _NO_LIMIT else int(version)):
+            raise error_from_queue(f"unsupported TLS version {version!r}")
+
+    # ---- verification ----
+
+    @property
+    def verify_mode(self) -> Optional[ssl.VerifyMode]:
+        """None (the default) means: clients require a valid server certificate, servers do not
+        ask for a client certificate. Any other value applies to both roles."""
+        return self._verify_mode
+
+    @verify_mode.setter
+    def verify_mode(self, mode) -> None:
+        if mode is not None:
+            mode = _VERIFY_MODES[mode] if isinstance(mode, str) else ssl.VerifyMode(mode)
+        if mode == ssl.CERT_NONE and self._check_hostname:
+            raise ValueError("Cannot set verify_mode to CERT_NONE when check_hostname is "
+                             "enabled; set check_hostname = False first (insecure)")
+        self._verify_mode = mode
+
+    @property
+    def check_hostname(self) -> bool:
+        return self._check_hostname
+
+    @check_hostname.setter
+    def check_hostname(self, value: bool) -> None:
+        self._check_hostname = bool(value)
+        if self._check_hostname and self._verify_mode == ssl.CERT_NONE:
+            self._verify_mode = ssl.CERT_REQUIRED
+
+    def _openssl_verify_mode(self, server: bool) -> int:
+        mode = self._verify_mode
+        if mode is None:
+            mode = ssl.CERT_NONE if server else ssl.CERT_REQUIRED
+        if mode == ssl.CERT_NONE:
+            return lib.SSL_VERIFY_NONE
+        if server and mode == ssl.CERT_REQUIRED:
+            return lib.SSL_VERIFY_PEER | lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+        return lib.SSL_VERIFY_PEER
+
+    def _prepare_client(self) -> None:
+        """Secure by default: a verifying client with no CA loaded gets the system store."""
+        if not self._ca_loaded and self._verify_mode != ssl.CERT_NONE:
+            self.load_default_certs()
+
+    # ---- diagnostics ----
+
+    @property
+    def keylog_filename(self) -> Optional[str]:
+        return self._keylog_filename
+
+    @keylog_filename.setter
+    def keylog_filename(self, path) -> None:
+        """Append TLS secrets there in NSS key-log format (for Wireshark). Never in production."""
+        raw = os.fsencode(path) if path is not None else ffi.NULL
+        if path is not None:
+            with open(path, "a"):  # fail now, clearly, if it cannot be written
+                pass
+        if not lib.fasttls_ctx_set_keylog(self._ctx, raw):
+            raise MemoryError("cannot set keylog_filename")
+        self._keylog_filename = os.fspath(path) if path is not None else None
+
+
+# newctx keywords that are not attributes but arguments of a setter, grouped by setter.
+_GROUPED_OPTIONS = {
+    "set_cert": ("certfile", "keyfile", "password"),
+    "load_verify_locations": ("cafile", "capath", "cadata"),
+}
+_SETTER_OPTIONS = {"ciphers": "set_ciphers", "ciphersuites": "set_ciphersuites"}
+_ATTRIBUTE_OPTIONS = ("check_hostname", "verify_mode", "minimum_version", "maximum_version",
+                      "alpn_protocols", "keylog_filename")
+
+
+def newctx(**options) -> Context:
+    """A new Context, configured by keyword: any attribute of Context, `ciphers`,
+    `ciphersuites`, `cafile`/`capath`/`cadata` and `certfile`/`keyfile`/`password`."""
+    ctx = Context()
+    known = set(_ATTRIBUTE_OPTIONS) | set(_SETTER_OPTIONS)
+    known.update(*_GROUPED_OPTIONS.values())
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"newctx() got unexpected keyword arguments: {', '.join(unknown)}")
+    # check_hostname first: turning it off is what permits verify_mode=CERT_NONE.
+    for name in _ATTRIBUTE_OPTIONS:
+        if name in options:
+            setattr(ctx, name, options[name])
+    for name, setter in _SETTER_OPTIONS.items():
+        if name in options:
+            getattr(ctx, setter)(options[name])
+    cert = {k: options[k] for k in _GROUPED_OPTIONS["set_cert"] if k in options}
+    if cert:
+        if "certfile" not in cert:
+            raise TypeError("keyfile and password need certfile")
+        ctx.set_cert(cert["certfile"], cert.get("keyfile"), cert.get("password"))
+    ca = {k: options[k] for k in _GROUPED_OPTIONS["load_verify_locations"] if k in options}
+    if ca:
+        ctx.load_verify_locations(**ca)
+    return ctx
+

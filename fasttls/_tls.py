@@ -1,0 +1,293 @@
+"""TLS: one TLS connection as a sans-IO object (the reference's `newtls`).
+
+Theory of operation
+-------------------
+Bytes go in and come out; no socket is touched. `handshake()`, `read()` and `write()` each make
+exactly one call into the C engine, which feeds the received ciphertext to OpenSSL, does all the
+work it allows, and reports "needs more data" as a status rather than an exception (an exception
+per want-read is where much of the stdlib's time goes on small messages).
+
+* Everything waiting to be sent is returned by the call that produced it, including on the
+  handshake step that completes the handshake: the TLS 1.3 client Finished and the TLS 1.2
+  server's final flight (the reference dropped those, deadlocking server-speaks-first protocols).
+* Reading can produce bytes to send (a KeyUpdate reply, an alert); they wait in the connection
+  (`pending_output`) and leave with the next `write()`, which with no data only flushes.
+* Ciphertext that arrives with the last handshake flight (e.g. a server that speaks first) is
+  kept and decrypted by the next `read()`.
+* A clean close (the peer's close_notify) sets `eof` and makes `read()` return b"" from then on;
+  nothing received after close_notify is ever returned. A transport EOF without close_notify is
+  truncation: the socket layer (fasttls.helpers) reports it as SSLEOFError.
+* A fatal error leaves the connection broken; the alert OpenSSL produced for the peer is on the
+  exception (`exc.alert`), to be sent before giving up. Plaintext decrypted before the error was
+  authenticated record by record, so `read()` returns it first and raises on the next call.
+* Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): TLS 1.2 renegotiation requests get a
+  no_renegotiation warning alert; TLS 1.3 has none.
+"""
+import ipaddress
+import ssl
+from typing import Optional, Union
+
+from fasttls._binding import ffi, lib
+from fasttls._certinfo import certificate_der, certificate_dict
+from fasttls._context import Context
+from fasttls._errors import SSLError, SSLZeroReturnError, error_from_conn
+
+__all__ = ["TLS", "Session", "newtls"]
+
+_OK = lib.FASTTLS_OK
+_CLOSED = lib.FASTTLS_CLOSED
+_ERROR = lib.FASTTLS_ERROR
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+def _as_input(data):
+    # bytes go to C as they are (no copy); other buffers through a zero-copy view.
+    return data if type(data) is bytes else ffi.from_buffer(data)
+
+
+class Session:
+    """A TLS session from a finished client connection, for `newtls(..., session=)`."""
+
+    __slots__ = ("_ptr",)
+
+    def __init__(self, ptr) -> None:
+        self._ptr = ffi.gc(ptr, lib.SSL_SESSION_free)
+
+    @property
+    def resumable(self) -> bool:
+        return bool(lib.SSL_SESSION_is_resumable(self._ptr))
+
+
+class TLS:
+    """One TLS connection, client or server, over bytes. See the module docstring."""
+
+    __slots__ = ("_conn", "_context", "_server", "_hostname", "_started", "_done", "_closed",
+                 "_broken", "_pending_error", "eof", "__weakref__")
+
+    def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
+                 session: Optional[Session] = None) -> None:
+        if method not in ("client", "server"):
+            raise ValueError(f'method must be "client" or "server", not {method!r}')
+        if not isinstance(ctx, Context):
+            raise TypeError("ctx must be a fasttls Context (from newctx())")
+        self._server = method == "server"
+        if not self._server:
+            ctx._prepare_client()
+        conn = lib.fasttls_conn_new(ctx._ctx, self._server)
+        if conn == ffi.NULL:
+            raise MemoryError("cannot create a TLS connection")
+        self._conn = ffi.gc(conn, lib.fasttls_conn_free)
+        self._context = ctx  # the SSL holds the SSL_CTX; this keeps the Python side too
+        self._hostname: Optional[str] = None
+        self._started = self._done = self._closed = self._broken = False
+        self._pending_error: Optional[SSLError] = None
+        self.eof = False
+        lib.fasttls_conn_set_verify(conn, ctx._openssl_verify_mode(self._server))
+        if hostname is not None:
+            self.set_hostname(hostname)
+        if session is not None:
+            if self._server:
+                raise ValueError("session can only be given to a client connection")
+            if not lib.SSL_set_session(conn.ssl, session._ptr):
+                raise SSLError(ssl.SSL_ERROR_SSL, "cannot use this session")
+
+    def set_hostname(self, hostname: Optional[str]) -> None:
+        """The server's name: sent as SNI (if a DNS name) and checked against its certificate.
+        Only before the handshake starts."""
+        if self._started:
+            raise ValueError("set_hostname() must come before the handshake starts")
+        if self._server or hostname is None:
+            self._hostname = None if self._server else hostname
+            return
+        if isinstance(hostname, bytes):
+            hostname = hostname.decode("ascii")
+        name = hostname.strip("[]")
+        try:
+            ipaddress.ip_address(name)
+            is_ip = True
+        except ValueError:
+            is_ip = False
+            name = name.rstrip(".")
+            if not name or "\0" in name:
+                raise ValueError(f"invalid hostname {hostname!r}") from None
+            name = name.encode("idna").decode("ascii")
+        ctx = self._context
+        check = ctx.check_hostname and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE
+        if not lib.fasttls_conn_set_peer_name(self._conn, name.encode(), is_ip, check, True):
+            raise ValueError(f"invalid hostname {hostname!r}")
+        self._hostname = hostname
+
+    # ---- the four operations ----
+
+    def handshake(self, data: Buffer = b"") -> bytes:
+        """Feed received bytes, advance the handshake, return all bytes to send."""
+        if not self._started:
+            self._start()
+        if self._broken:
+            raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+        status = lib.fasttls_handshake(self._conn, _as_input(data), len(data))
+        if status == _ERROR:
+            raise self._failure()
+        if status == _OK:
+            self._done = True
+        return self._take_output()
+
+    def finished(self) -> bool:
+        return self._done
+
+    def read(self, data: Buffer = b"") -> bytes:
+        """Feed received ciphertext; return all plaintext available now (b"" if none yet, or
+        after the peer's close_notify: see `eof`)."""
+        if self._pending_error is not None or self.eof or not self._done:
+            return self._read_exceptional()
+        conn = self._conn
+        status = lib.fasttls_read(conn, _as_input(data), len(data))
+        n = conn.plain_len
+        plaintext = ffi.buffer(conn.plain, n)[:] if n else b""
+        if status == _ERROR:
+            error = self._failure()
+            if not plaintext:
+                raise error
+            self._pending_error = error
+        elif status == _CLOSED:
+            self.eof = True
+        return plaintext
+
+    def _read_exceptional(self) -> bytes:
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
+        if not self._done:
+            raise SSLError(ssl.SSL_ERROR_SSL, "read() before the handshake finished")
+        return b""  # after close_notify: whatever follows is not data
+
+    def write(self, data: Buffer = b"") -> bytes:
+        """Encrypt `data`; return the ciphertext to send, preceded by anything pending.
+        With no data, just flush what is pending."""
+        if data:
+            if self._closed or self._broken or not self._done:
+                self._refuse_write()
+            if lib.fasttls_write(self._conn, _as_input(data), len(data)) == _ERROR:
+                raise self._failure()
+        return self._take_output()
+
+    def _refuse_write(self):
+        if self._closed:
+            raise SSLZeroReturnError(ssl.SSL_ERROR_ZERO_RETURN, "write() after close()")
+        if self._broken:
+            raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+        raise SSLError(ssl.SSL_ERROR_SSL, "write() before the handshake finished")
+
+    def close(self) -> bytes:
+        """The close_notify alert to send (b"" if the handshake never finished or the
+        connection failed). Safe to call more than once."""
+        if self._closed:
+            return b""
+        self._closed = True
+        if not self._done or self._broken:
+            return b""
+        if lib.fasttls_shutdown(self._conn) == _ERROR:
+            self._broken = True
+        out = self._take_output()
+        lib.fasttls_conn_release_buffers(self._conn)
+        return out
+
+    def __enter__(self) -> "TLS":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # ---- internals ----
+
+    def _start(self) -> None:
+        self._started = True
+        ctx = self._context
+        if (not self._server and self._hostname is None and ctx.check_hostname
+                and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE):
+            raise ValueError("check_hostname requires a hostname: pass newtls(..., hostname=) "
+                             "or set ctx.check_hostname = False (insecure)")
+
+    def _take_output(self) -> bytes:
+        conn = self._conn
+        n = conn.out_len
+        if not n:
+            return b""
+        out = ffi.buffer(conn.out, n)[:]
+        conn.out_len = 0
+        return out
+
+    def _failure(self) -> SSLError:
+        self._broken = True
+        error = error_from_conn(self._conn, self._hostname)
+        error.alert = self._take_output()
+        return error
+
+    @property
+    def pending_output(self) -> bool:
+        """Bytes are waiting to be sent: `write()` returns them."""
+        return self._conn.out_len > 0
+
+    def release_buffers(self) -> None:
+        """Free the record buffers of an idle connection; they come back when needed."""
+        lib.fasttls_conn_release_buffers(self._conn)
+
+    # ---- information ----
+
+    def version(self) -> Optional[str]:
+        return ffi.string(lib.SSL_get_version(self._conn.ssl)).decode() if self._done else None
+
+    def cipher(self):
+        """(name, protocol version, secret bits), like the stdlib's, or None."""
+        c = lib.SSL_get_current_cipher(self._conn.ssl) if self._done else ffi.NULL
+        if c == ffi.NULL:
+            return None
+        return (ffi.string(lib.SSL_CIPHER_get_name(c)).decode(),
+                ffi.string(lib.SSL_CIPHER_get_version(c)).decode(),
+                lib.SSL_CIPHER_get_bits(c, ffi.NULL))
+
+    def selected_alpn_protocol(self) -> Optional[str]:
+        data = ffi.new("const unsigned char **")
+        length = ffi.new("unsigned int *")
+        lib.SSL_get0_alpn_selected(self._conn.ssl, data, length)
+        if not length[0]:
+            return None
+        return ffi.unpack(ffi.cast("char *", data[0]), length[0]).decode("ascii", "replace")
+
+    def session_reused(self) -> bool:
+        return bool(lib.SSL_session_reused(self._conn.ssl))
+
+    @property
+    def session(self) -> Optional[Session]:
+        ptr = lib.SSL_get1_session(self._conn.ssl)
+        return Session(ptr) if ptr != ffi.NULL else None
+
+    @property
+    def server_side(self) -> bool:
+        return self._server
+
+    @property
+    def server_hostname(self) -> Optional[str]:
+        return self._hostname
+
+    def getpeercert(self, binary_form: bool = False):
+        """The peer's certificate: a dict like the stdlib's ({} if it was not verified), or DER
+        bytes with binary_form=True; None if the peer sent none."""
+        if not self._done:
+            raise ValueError("handshake not done yet")
+        x509 = lib.fasttls_peer_certificate(self._conn.ssl)
+        if x509 == ffi.NULL:
+            return None
+        x509 = ffi.gc(x509, lib.X509_free)
+        if binary_form:
+            return certificate_der(x509)
+        if self._context._openssl_verify_mode(self._server) == lib.SSL_VERIFY_NONE:
+            return {}
+        return certificate_dict(x509)
+
+
+def newtls(method: str, ctx: Context, hostname: Optional[str] = None,
+           session: Optional[Session] = None) -> TLS:
+    """A new connection: `method` is "client" or "server". See TLS."""
+    return TLS(method, ctx, hostname, session)
