@@ -86,7 +86,7 @@ def engine_cdef():
     header = (HERE / "fasttls_engine.h").read_text()
     body = header[header.index("#define FASTTLS_OK") : header.rindex("#endif")]
     body = re.sub(r"/\* Private\. \*/.*?(?=\} fasttls_conn;)", "...;\n", body, flags=re.S)
-    return body.replace("(-1)", "-1")
+    return re.sub(r"\((-\d+)\)", r"\1", body)  # cdef takes plain numbers: (-1) -> -1
 
 
 # What Python calls directly; everything on the data path goes through the fasttls_* engine.

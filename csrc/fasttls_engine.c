@@ -39,9 +39,9 @@ struct ctx_extra {
 static BIO_METHOD *conn_bio_method;
 static int ctx_extra_index = -1;
 
-static int reserve(unsigned char **buf, size_t *cap, size_t need)
+static int reserve(char **buf, size_t *cap, size_t need)
 {
-    unsigned char *p;
+    char *p;
     size_t n;
     if (need <= *cap)
         return 1;
@@ -56,7 +56,7 @@ static int reserve(unsigned char **buf, size_t *cap, size_t need)
     return 1;
 }
 
-static void shrink(unsigned char **buf, size_t *cap, size_t len)
+static void shrink(char **buf, size_t *cap, size_t len)
 {
     if (*cap > KEEP_BUFFER_MAX && len == 0) {
         free(*buf);
@@ -134,7 +134,7 @@ static int feed(fasttls_conn *c, const unsigned char *data, size_t len)
         return 1;
     }
     if (len) {
-        if (!reserve(&c->held, &c->held_cap, c->held_len + len))
+        if (!reserve((char **)&c->held, &c->held_cap, c->held_len + len))
             return 0;
         memcpy(c->held + c->held_len, data, len);
         c->held_len += len;
@@ -155,7 +155,7 @@ static int keep_rest(fasttls_conn *c)
     } else if (c->from_held) {
         memmove(c->held, c->in_ptr, c->in_len);
         c->held_len = c->in_len;
-    } else if (reserve(&c->held, &c->held_cap, c->in_len)) {
+    } else if (reserve((char **)&c->held, &c->held_cap, c->in_len)) {
         memcpy(c->held, c->in_ptr, c->in_len);
         c->held_len = c->in_len;
     } else {
@@ -164,6 +164,15 @@ static int keep_rest(fasttls_conn *c)
     c->in_ptr = NULL;
     c->in_len = 0;
     return ok;
+}
+
+/* Why an operation stopped. Not SSL_get_error: it reports any error left in this thread's queue
+ * by unrelated code as ours, and emptying the queue before every call costs more than a small
+ * record's encryption. An SSL object that stopped only for lack of input "wants to read"; a
+ * fatal error leaves it wanting nothing and puts its reason on the queue. */
+static int stop_reason(const SSL *ssl, int ret)
+{
+    return SSL_want_read(ssl) ? SSL_ERROR_WANT_READ : SSL_get_error(ssl, ret);
 }
 
 static int fail(fasttls_conn *c, int ssl_error)
@@ -511,12 +520,11 @@ int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int
 int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
 {
     int r, status = FASTTLS_OK;
-    ERR_clear_error();
     if (!feed(c, data, len))
         return fail_nomem(c);
     r = SSL_do_handshake(c->ssl);
     if (r != 1) {
-        int e = SSL_get_error(c->ssl, r);
+        int e = stop_reason(c->ssl, r);
         status = e == SSL_ERROR_WANT_READ ? FASTTLS_WANT_READ : fail(c, e);
     }
     if (!keep_rest(c))
@@ -524,11 +532,12 @@ int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
     return status;
 }
 
-int fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
+/* Returns the plaintext length (in c->plain), or a negative status; on FASTTLS_CLOSED and
+ * FASTTLS_ERROR, plain_len still counts the plaintext decrypted before. */
+ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
 {
     int status;
     size_t n;
-    ERR_clear_error();
     c->plain_len = 0;
     shrink(&c->plain, &c->plain_cap, 0);
     if (!feed(c, data, len))
@@ -544,49 +553,57 @@ int fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
         }
         if (SSL_read_ex(c->ssl, c->plain + c->plain_len, c->plain_cap - c->plain_len, &n)) {
             c->plain_len += n;
+            /* All input consumed and nothing buffered: another SSL_read_ex would only fail
+             * with want-read, at the cost of the error path. */
+            if (c->in_len == 0 && !SSL_has_pending(c->ssl)) {
+                status = FASTTLS_OK;
+                break;
+            }
             continue;
         }
-        switch (SSL_get_error(c->ssl, 0)) {
+        /* close_notify first: a stale error in the queue must not make it look like a failure. */
+        switch (SSL_get_shutdown(c->ssl) & SSL_RECEIVED_SHUTDOWN ? SSL_ERROR_ZERO_RETURN
+                                                                  : stop_reason(c->ssl, 0)) {
         case SSL_ERROR_WANT_READ:
-            status = FASTTLS_WANT_READ;
+            status = FASTTLS_OK;
             break;
         case SSL_ERROR_ZERO_RETURN:
             status = FASTTLS_CLOSED;
             ERR_clear_error();
             break;
         default:
-            status = fail(c, SSL_get_error(c->ssl, 0));
+            status = fail(c, stop_reason(c->ssl, 0));
         }
         break;
     }
     if (!keep_rest(c))
         return fail_nomem(c);
-    return status;
+    return status == FASTTLS_OK ? (ptrdiff_t)c->plain_len : status;
 }
 
-int fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
+/* Returns how many bytes of c->out to send, all of them; they count as taken (out_len is 0
+ * again), so the caller copies them before its next call on this connection. */
+ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
 {
-    size_t written;
-    ERR_clear_error();
+    size_t written, n;
     if (c->out_len == 0)
         shrink(&c->out, &c->out_cap, 0);
-    if (len == 0)
-        return FASTTLS_OK;
     /* Room for the records' headers and tags up front: the BIO then never reallocates. */
-    if (!reserve(&c->out, &c->out_cap, c->out_len + len + (len / RECORD_PLAIN_MAX + 1) * 64))
+    if (len && !reserve(&c->out, &c->out_cap, c->out_len + len + (len / RECORD_PLAIN_MAX + 1) * 64))
         return fail_nomem(c);
-    if (!SSL_write_ex(c->ssl, data, len, &written))
-        return fail(c, SSL_get_error(c->ssl, 0));
-    return FASTTLS_OK;
+    if (len && !SSL_write_ex(c->ssl, data, len, &written))
+        return fail(c, stop_reason(c->ssl, 0));
+    n = c->out_len;
+    c->out_len = 0;
+    return (ptrdiff_t)n;
 }
 
 int fasttls_shutdown(fasttls_conn *c)
 {
     int r;
-    ERR_clear_error();
     r = SSL_shutdown(c->ssl);
     if (r < 0) {
-        int e = SSL_get_error(c->ssl, r);
+        int e = stop_reason(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ)
             return fail(c, e);
     }

@@ -9,19 +9,20 @@
 #include <stddef.h>
 #include <openssl/ssl.h>
 
-#define FASTTLS_OK 0         /* operation complete */
-#define FASTTLS_WANT_READ 1  /* needs more ciphertext from the peer */
-#define FASTTLS_CLOSED 2     /* the peer sent close_notify */
-#define FASTTLS_ERROR (-1)   /* fatal: see ssl_error, err_code, verify_* */
+/* Non-negative results are byte counts; negative ones are these statuses. */
+#define FASTTLS_OK 0            /* operation complete */
+#define FASTTLS_ERROR (-1)      /* fatal: see ssl_error, err_code, verify_* */
+#define FASTTLS_CLOSED (-2)     /* the peer sent close_notify */
+#define FASTTLS_WANT_READ (-3)  /* the handshake needs more ciphertext from the peer */
 
 typedef struct fasttls_conn {
     SSL *ssl;
     /* Ciphertext waiting to be sent: everything the SSL object wrote. The caller takes it and
-     * sets out_len to 0. */
-    unsigned char *out;
+     * sets out_len to 0 (fasttls_write does that itself, returning the count). */
+    char *out;
     size_t out_len;
     /* Plaintext produced by the last fasttls_read. */
-    unsigned char *plain;
+    char *plain;
     size_t plain_len;
     /* The last failure, captured before the error queue is cleared. */
     int ssl_error;
@@ -52,8 +53,8 @@ void fasttls_conn_free(fasttls_conn *c);
 int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int check, int sni);
 void fasttls_conn_set_verify(fasttls_conn *c, int mode);
 int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len);
-int fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len);
-int fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len);
+ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len);
+ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len);
 int fasttls_shutdown(fasttls_conn *c);
 void fasttls_conn_release_buffers(fasttls_conn *c);
 

@@ -37,13 +37,14 @@ __all__ = ["TLS", "Session", "newtls"]
 _OK = lib.FASTTLS_OK
 _CLOSED = lib.FASTTLS_CLOSED
 _ERROR = lib.FASTTLS_ERROR
+# Bound once: a module global is cheaper to reach than an attribute of `lib` on every call.
+_unpack = ffi.unpack
+_engine_read = lib.fasttls_read
+_engine_write = lib.fasttls_write
+_from_buffer = ffi.from_buffer
 
+# Input: bytes go to C as they are (no copy); other buffers through ffi.from_buffer (no copy).
 Buffer = Union[bytes, bytearray, memoryview]
-
-
-def _as_input(data):
-    # bytes go to C as they are (no copy); other buffers through a zero-copy view.
-    return data if type(data) is bytes else ffi.from_buffer(data)
 
 
 class Session:
@@ -63,7 +64,7 @@ class TLS:
     """One TLS connection, client or server, over bytes. See the module docstring."""
 
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_started", "_done", "_closed",
-                 "_broken", "_pending_error", "eof", "__weakref__")
+                 "_broken", "_pending_error", "eof", "_readable", "_writable", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -83,6 +84,8 @@ class TLS:
         self._started = self._done = self._closed = self._broken = False
         self._pending_error: Optional[SSLError] = None
         self.eof = False
+        # The fast paths test one flag each: handshake done, and nothing closed or failed.
+        self._readable = self._writable = False
         lib.fasttls_conn_set_verify(conn, ctx._openssl_verify_mode(self._server))
         if hostname is not None:
             self.set_hostname(hostname)
@@ -126,11 +129,14 @@ class TLS:
             self._start()
         if self._broken:
             raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
-        status = lib.fasttls_handshake(self._conn, _as_input(data), len(data))
+        if type(data) is not bytes:
+            data = ffi.from_buffer(data)
+        status = lib.fasttls_handshake(self._conn, data, len(data))
         if status == _ERROR:
             raise self._failure()
-        if status == _OK:
-            self._done = True
+        if status == _OK and not self._done:
+            self._done = self._readable = True
+            self._writable = not self._closed
         return self._take_output()
 
     def finished(self) -> bool:
@@ -139,19 +145,30 @@ class TLS:
     def read(self, data: Buffer = b"") -> bytes:
         """Feed received ciphertext; return all plaintext available now (b"" if none yet, or
         after the peer's close_notify: see `eof`)."""
-        if self._pending_error is not None or self.eof or not self._done:
+        if not self._readable:
             return self._read_exceptional()
+        if type(data) is not bytes:
+            data = _from_buffer(data)
         conn = self._conn
-        status = lib.fasttls_read(conn, _as_input(data), len(data))
-        n = conn.plain_len
-        plaintext = ffi.buffer(conn.plain, n)[:] if n else b""
-        if status == _ERROR:
-            error = self._failure()
-            if not plaintext:
-                raise error
-            self._pending_error = error
-        elif status == _CLOSED:
+        n = _engine_read(conn, data, len(data))
+        if n > 0:
+            return _unpack(conn.plain, n)
+        if n == 0:
+            return b""
+        return self._read_ended(n)
+
+    def _read_ended(self, status: int) -> bytes:
+        """close_notify or a failure: return what was decrypted before it, if anything."""
+        conn = self._conn
+        plaintext = _unpack(conn.plain, conn.plain_len) if conn.plain_len else b""
+        self._readable = False
+        if status == _CLOSED:
             self.eof = True
+            return plaintext
+        error = self._failure()
+        if not plaintext:
+            raise error
+        self._pending_error = error
         return plaintext
 
     def _read_exceptional(self) -> bytes:
@@ -160,17 +177,26 @@ class TLS:
             raise error
         if not self._done:
             raise SSLError(ssl.SSL_ERROR_SSL, "read() before the handshake finished")
+        if self._broken:
+            raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
         return b""  # after close_notify: whatever follows is not data
 
     def write(self, data: Buffer = b"") -> bytes:
         """Encrypt `data`; return the ciphertext to send, preceded by anything pending.
         With no data, just flush what is pending."""
-        if data:
-            if self._closed or self._broken or not self._done:
+        if not self._writable:
+            if data:
                 self._refuse_write()
-            if lib.fasttls_write(self._conn, _as_input(data), len(data)) == _ERROR:
-                raise self._failure()
-        return self._take_output()
+            return self._take_output()
+        if type(data) is not bytes:
+            data = _from_buffer(data)
+        conn = self._conn
+        n = _engine_write(conn, data, len(data))
+        if n > 0:
+            return _unpack(conn.out, n)
+        if n == 0:
+            return b""
+        raise self._failure()
 
     def _refuse_write(self):
         if self._closed:
@@ -185,6 +211,7 @@ class TLS:
         if self._closed:
             return b""
         self._closed = True
+        self._writable = False
         if not self._done or self._broken:
             return b""
         if lib.fasttls_shutdown(self._conn) == _ERROR:
@@ -214,12 +241,13 @@ class TLS:
         n = conn.out_len
         if not n:
             return b""
-        out = ffi.buffer(conn.out, n)[:]
+        out = _unpack(conn.out, n)
         conn.out_len = 0
         return out
 
     def _failure(self) -> SSLError:
         self._broken = True
+        self._readable = self._writable = False
         error = error_from_conn(self._conn, self._hostname)
         error.alert = self._take_output()
         return error
