@@ -1,0 +1,31 @@
+"""Command line: ``python -m fasttls bench [--quick] [--json] [--rows NAME,...]``."""
+import argparse
+import sys
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m fasttls", description="fasttls tools")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    bench = sub.add_parser(
+        "bench", help="compare fasttls with the stdlib ssl module on the same work",
+        description="Benchmark fasttls against the stdlib ssl module (same TLS 1.3 cipher suite, "
+                    "same process, interleaved runs, best of several).")
+    bench.add_argument("--quick", action="store_true", help="short runs (a few seconds in all)")
+    bench.add_argument("--json", action="store_true", help="print machine-readable results")
+    bench.add_argument("--rows", metavar="NAME,...",
+                       help="rows to run: msg64, rec16k, write1m, handshake, sock_bulk, "
+                            "sock_pingpong (default: all)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from fasttls import _bench
+        return _bench.main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
