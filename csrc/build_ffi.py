@@ -48,6 +48,11 @@ def check_build_environment(compiler=None, include_dirs=None):
     """Stop with one clear message if no C compiler works or the OpenSSL headers are missing."""
     if include_dirs is None:
         include_dirs = openssl_paths()[0]
+    prefix = os.environ.get("FASTTLS_OPENSSL_DIR")
+    if prefix and not pathlib.Path(prefix, "include", "openssl", "ssl.h").is_file():
+        raise SystemExit(
+            f"fasttls: FASTTLS_OPENSSL_DIR={prefix} has no include/openssl/ssl.h.\n{INSTALL_HINT}"
+        )
     cmd = _compiler_command(compiler)
     if shutil.which(cmd[0]) is None:
         raise SystemExit(f"fasttls: no C compiler found ({cmd[0]!r} is not on PATH). {COMPILER_HINT}")

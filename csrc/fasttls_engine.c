@@ -166,14 +166,10 @@ static int keep_rest(fasttls_conn *c)
     return ok;
 }
 
-/* Why an operation stopped. Not SSL_get_error: it reports any error left in this thread's queue
- * by unrelated code as ours, and emptying the queue before every call costs more than a small
- * record's encryption. An SSL object that stopped only for lack of input "wants to read"; a
- * fatal error leaves it wanting nothing and puts its reason on the queue. */
-static int stop_reason(const SSL *ssl, int ret)
-{
-    return SSL_want_read(ssl) ? SSL_ERROR_WANT_READ : SSL_get_error(ssl, ret);
-}
+/* Why an operation stopped comes from SSL_get_error, which reads this thread's error queue.
+ * The handshake and shutdown empty the queue first; reads and writes do not, because emptying it
+ * costs more than encrypting a small record, and every path here that leaves errors on the
+ * queue (fail(), the configuration calls) empties it before returning. */
 
 static int fail(fasttls_conn *c, int ssl_error)
 {
@@ -520,11 +516,12 @@ int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int
 int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
 {
     int r, status = FASTTLS_OK;
+    ERR_clear_error();
     if (!feed(c, data, len))
         return fail_nomem(c);
     r = SSL_do_handshake(c->ssl);
     if (r != 1) {
-        int e = stop_reason(c->ssl, r);
+        int e = SSL_get_error(c->ssl, r);
         status = e == SSL_ERROR_WANT_READ ? FASTTLS_WANT_READ : fail(c, e);
     }
     if (!keep_rest(c))
@@ -561,9 +558,7 @@ ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
             }
             continue;
         }
-        /* close_notify first: a stale error in the queue must not make it look like a failure. */
-        switch (SSL_get_shutdown(c->ssl) & SSL_RECEIVED_SHUTDOWN ? SSL_ERROR_ZERO_RETURN
-                                                                  : stop_reason(c->ssl, 0)) {
+        switch (SSL_get_error(c->ssl, 0)) {
         case SSL_ERROR_WANT_READ:
             status = FASTTLS_OK;
             break;
@@ -572,10 +567,17 @@ ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
             ERR_clear_error();
             break;
         default:
-            status = fail(c, stop_reason(c->ssl, 0));
+            status = fail(c, SSL_get_error(c->ssl, 0));
         }
         break;
     }
+    /* A peer's KeyUpdate that asks for ours: OpenSSL holds the reply until our next write.
+     * Produce it now (into c->out: pending_output), so a reader that never writes does not
+     * leave the peer waiting. SSL_key_update + SSL_do_handshake is the documented way to send
+     * a scheduled KeyUpdate at once. */
+    if (status == FASTTLS_OK && SSL_get_key_update_type(c->ssl) != SSL_KEY_UPDATE_NONE &&
+        (!SSL_key_update(c->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) || SSL_do_handshake(c->ssl) != 1))
+        status = fail(c, SSL_get_error(c->ssl, 0));
     if (!keep_rest(c))
         return fail_nomem(c);
     return status == FASTTLS_OK ? (ptrdiff_t)c->plain_len : status;
@@ -592,7 +594,7 @@ ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
     if (len && !reserve(&c->out, &c->out_cap, c->out_len + len + (len / RECORD_PLAIN_MAX + 1) * 64))
         return fail_nomem(c);
     if (len && !SSL_write_ex(c->ssl, data, len, &written))
-        return fail(c, stop_reason(c->ssl, 0));
+        return fail(c, SSL_get_error(c->ssl, 0));
     n = c->out_len;
     c->out_len = 0;
     return (ptrdiff_t)n;
@@ -601,9 +603,10 @@ ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
 int fasttls_shutdown(fasttls_conn *c)
 {
     int r;
+    ERR_clear_error();
     r = SSL_shutdown(c->ssl);
     if (r < 0) {
-        int e = stop_reason(c->ssl, r);
+        int e = SSL_get_error(c->ssl, r);
         if (e != SSL_ERROR_WANT_READ)
             return fail(c, e);
     }

@@ -301,9 +301,9 @@ class TLS:
 
     def getpeercert(self, binary_form: bool = False):
         """The peer's certificate: a dict like the stdlib's ({} if it was not verified), or DER
-        bytes with binary_form=True; None if the peer sent none."""
+        bytes with binary_form=True; None before the handshake or if the peer sent none."""
         if not self._done:
-            raise ValueError("handshake not done yet")
+            return None
         x509 = lib.fasttls_peer_certificate(self._conn.ssl)
         if x509 == ffi.NULL:
             return None
