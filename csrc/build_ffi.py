@@ -178,7 +178,12 @@ const char *X509_verify_cert_error_string(long);
 VERSION = re.search(r'"(.+)"', (HERE.parent / "fasttls" / "_version.py").read_text()).group(1)
 
 ffibuilder = FFI()
-ffibuilder.cdef(CDEF_OPENSSL + engine_cdef() + "const char *fasttls_build_version(void);\n")
+CDEF_CALLBACKS = """
+const char *fasttls_build_version(void);
+extern "Python+C" int fasttls_on_server_name(fasttls_conn *);
+"""
+
+ffibuilder.cdef(CDEF_OPENSSL + engine_cdef() + CDEF_CALLBACKS)
 
 _include_dirs, _library_dirs = openssl_paths()
 ffibuilder.set_source(

@@ -252,6 +252,37 @@ static void keylog_line(const SSL *ssl, const char *line)
     CRYPTO_THREAD_unlock(x->lock);
 }
 
+/* Server-side SNI: the Python layer (an `extern "Python+C"` function of the cffi module) picks
+ * the context for the name the client asked for. It runs with the GIL held; its exceptions are
+ * kept by the Python side and re-raised after the handshake call returns. */
+int fasttls_on_server_name(fasttls_conn *c);
+
+static int server_name_callback(SSL *ssl, int *alert, void *arg)
+{
+    fasttls_conn *c = SSL_get_app_data(ssl);
+    (void)arg;
+    if (c == NULL || fasttls_on_server_name(c))
+        return SSL_TLSEXT_ERR_OK;
+    *alert = SSL_AD_INTERNAL_ERROR;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on)
+{
+    SSL_CTX_set_tlsext_servername_callback(ctx, on ? server_name_callback : NULL);
+}
+
+const char *fasttls_conn_server_name(fasttls_conn *c)
+{
+    return SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+}
+
+/* Serve this connection from another context (its certificate and key). */
+int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx)
+{
+    return SSL_set_SSL_CTX(c->ssl, ctx) == ctx;
+}
+
 static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
                            void *argp)
 {
@@ -315,7 +346,6 @@ SSL_CTX *fasttls_ctx_new(void)
     }
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, x);
-    SSL_CTX_set_keylog_callback(ctx, keylog_line);
     return ctx;
 }
 
@@ -352,6 +382,9 @@ int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path)
     free(x->keylog_path);
     x->keylog_path = copy;
     CRYPTO_THREAD_unlock(x->lock);
+    /* Only while a file is set: with any callback installed, OpenSSL formats every secret of
+     * every handshake as hex (~0.1 ms a handshake pair). */
+    SSL_CTX_set_keylog_callback(ctx, copy != NULL ? keylog_line : NULL);
     return 1;
 }
 

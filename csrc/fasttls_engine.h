@@ -47,6 +47,9 @@ int fasttls_ctx_use_chain_pem(SSL_CTX *ctx, const char *pem, size_t len);
 int fasttls_ctx_use_key_pem(SSL_CTX *ctx, const char *pem, size_t len,
                             const char *password, size_t password_len);
 int fasttls_ctx_add_ca(SSL_CTX *ctx, const unsigned char *data, size_t len, int pem);
+void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on);
+const char *fasttls_conn_server_name(fasttls_conn *c);
+int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx);
 
 fasttls_conn *fasttls_conn_new(SSL_CTX *ctx, int server);
 void fasttls_conn_free(fasttls_conn *c);

@@ -4,8 +4,10 @@
 Secure by default: clients verify the server's chain against the system trust store and its
 name; TLS 1.2 is the minimum; no compression, no renegotiation; TLS 1.2 suites are Mozilla's
 "intermediate" list (forward secret AEAD only)."""
+import functools
 import os
 import ssl
+import threading
 from typing import Callable, Iterable, Optional, Union
 
 from fasttls._binding import ffi, lib
@@ -46,17 +48,37 @@ def _password_bytes(password: Password) -> Optional[bytes]:
     raise TypeError("password should be a str, bytes or a callable returning one")
 
 
-class Context:
-    """TLS settings shared by connections (`newtls`). See docs/API.md for each member."""
+def _locked(method):
+    """Run a method that changes the SSL_CTX under the context's lock.
 
-    __slots__ = ("_ctx", "_verify_mode", "_check_hostname", "_ca_loaded", "_keylog_filename",
-                 "_alpn_protocols", "__weakref__")
+    OpenSSL does not allow changing an SSL_CTX while another thread creates a connection from
+    it (SSL_new copies the certificate, key and cipher lists), and cffi releases the GIL during
+    every C call, so the GIL alone does not serialise them."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class Context:
+    """TLS settings shared by connections (`newtls`). See docs/API.md for each member.
+
+    Thread-safe: connections may be created from one Context in many threads while its settings
+    (certificates included) change; a change applies to connections created afterwards."""
+
+    __slots__ = ("_ctx", "_lock", "_verify_mode", "_check_hostname", "_ca_loaded",
+                 "_keylog_filename", "_alpn_protocols", "_sni_callback", "__weakref__")
 
     def __init__(self) -> None:
         ctx = lib.fasttls_ctx_new()
         if ctx == ffi.NULL:
             raise error_from_queue("cannot create an OpenSSL context")
         self._ctx = ffi.gc(ctx, lib.SSL_CTX_free)
+        self._lock = threading.RLock()
+        self._sni_callback = None
         self._verify_mode: Optional[ssl.VerifyMode] = None
         self._check_hostname = True
         self._ca_loaded = False
@@ -67,6 +89,7 @@ class Context:
 
     # ---- certificates and keys ----
 
+    @_locked
     def set_cert(self, cert: PathOrPEM, key: Optional[PathOrPEM] = None,
                  password: Password = None) -> None:
         """Use a certificate chain (leaf first) and its private key: file paths or PEM bytes.
@@ -84,6 +107,7 @@ class Context:
             raise error_from_queue(f"cannot load the private key ({reason}), or it does not "
                                    "match the certificate")
 
+    @_locked
     def load_verify_locations(self, cafile: Optional[PathOrPEM] = None,
                               capath: Optional[PathOrPEM] = None,
                               cadata: Union[str, bytes, None] = None) -> None:
@@ -106,6 +130,7 @@ class Context:
                 raise error_from_queue("cadata holds no valid CA certificate")
         self._ca_loaded = True
 
+    @_locked
     def load_default_certs(self) -> None:
         """Trust the system's CA store (OpenSSL's default paths, SSL_CERT_FILE/SSL_CERT_DIR)."""
         if not lib.SSL_CTX_set_default_verify_paths(self._ctx):
@@ -114,16 +139,19 @@ class Context:
 
     # ---- algorithms and protocols ----
 
+    @_locked
     def set_ciphers(self, ciphers: str) -> None:
         """OpenSSL cipher string for TLS 1.2 and below."""
         if not lib.SSL_CTX_set_cipher_list(self._ctx, ciphers.encode("ascii")):
             raise error_from_queue(f"no cipher can be selected from {ciphers!r}")
 
+    @_locked
     def set_ciphersuites(self, suites: str) -> None:
         """TLS 1.3 cipher suites, colon separated, e.g. "TLS_AES_128_GCM_SHA256"."""
         if not suites or not lib.SSL_CTX_set_ciphersuites(self._ctx, suites.encode("ascii")):
             raise error_from_queue(f"no TLS 1.3 cipher suite can be selected from {suites!r}")
 
+    @_locked
     def set_alpn_protocols(self, protocols: Iterable[str]) -> None:
         """Protocols to offer (client) or accept in this order of preference (server)."""
         protocols = list(protocols)
@@ -163,6 +191,7 @@ class Context:
     def maximum_version(self, version: ssl.TLSVersion) -> None:
         self._set_version(lib.SSL_CTX_set_max_proto_version, version)
 
+    @_locked
     def _set_version(self, setter, version) -> None:
         version = ssl.TLSVersion(version)
         if version == ssl.TLSVersion.SSLv3:
@@ -212,6 +241,24 @@ class Context:
         if not self._ca_loaded and self._verify_mode != ssl.CERT_NONE:
             self.load_default_certs()
 
+    # ---- server name indication ----
+
+    @property
+    def sni_callback(self):
+        """Server side: `callback(tls, server_name)`, called during the handshake with the name
+        the client asked for (None if it sent none). Return another Context to serve the
+        connection from it (its certificate and key), or None to keep this one. An exception
+        aborts the handshake (internal_error alert) and is raised from `handshake()`."""
+        return self._sni_callback
+
+    @sni_callback.setter
+    @_locked
+    def sni_callback(self, callback) -> None:
+        if callback is not None and not callable(callback):
+            raise TypeError("sni_callback must be callable or None")
+        self._sni_callback = callback
+        lib.fasttls_ctx_enable_sni_callback(self._ctx, callback is not None)
+
     # ---- diagnostics ----
 
     @property
@@ -219,6 +266,7 @@ class Context:
         return self._keylog_filename
 
     @keylog_filename.setter
+    @_locked
     def keylog_filename(self, path) -> None:
         """Append TLS secrets there in NSS key-log format (for Wireshark). Never in production."""
         raw = os.fsencode(path) if path is not None else ffi.NULL
@@ -237,7 +285,7 @@ _GROUPED_OPTIONS = {
 }
 _SETTER_OPTIONS = {"ciphers": "set_ciphers", "ciphersuites": "set_ciphersuites"}
 _ATTRIBUTE_OPTIONS = ("check_hostname", "verify_mode", "minimum_version", "maximum_version",
-                      "alpn_protocols", "keylog_filename")
+                      "alpn_protocols", "keylog_filename", "sni_callback")
 
 
 def newctx(**options) -> Context:

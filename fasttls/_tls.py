@@ -23,8 +23,9 @@ per want-read is where much of the stdlib's time goes on small messages).
 * Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): TLS 1.2 renegotiation requests get a
   no_renegotiation warning alert; TLS 1.3 has none.
 """
-import ipaddress
+import socket
 import ssl
+import weakref
 from typing import Optional, Union
 
 from fasttls._binding import ffi, lib
@@ -47,6 +48,66 @@ _from_buffer = ffi.from_buffer
 Buffer = Union[bytes, bytearray, memoryview]
 
 
+# Server connections whose context has an sni_callback, by engine address, for the callback.
+_servers_by_conn: "weakref.WeakValueDictionary[int, TLS]" = weakref.WeakValueDictionary()
+
+
+def _is_ip_address(name: str) -> bool:
+    # inet_pton is C and strict (no "1.2.3" shorthand); ipaddress costs ~10 us a connection.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, name)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def _peer_name(hostname: str) -> "tuple[str, bool]":
+    """(the name to send and check, whether it is an IP address) for a client's hostname."""
+    name = hostname.strip("[]")
+    if _is_ip_address(name):
+        return name, True
+    name = name.rstrip(".")
+    if not name or "\0" in name:
+        raise ValueError(f"invalid hostname {hostname!r}")
+    if not name.isascii():
+        name = name.encode("idna").decode("ascii")
+    return name, False
+
+
+def _address(conn) -> int:
+    return int(ffi.cast("uintptr_t", conn))
+
+
+@ffi.def_extern()
+def fasttls_on_server_name(conn):
+    """The engine's SNI hook (GIL held, inside handshake()): run the context's sni_callback.
+    Returns 1 to go on, 0 to abort the handshake; an exception is kept for handshake()."""
+    tls = _servers_by_conn.get(_address(conn))
+    if tls is None:
+        return 1
+    callback = tls._context.sni_callback
+    if callback is None:
+        return 1
+    raw = lib.fasttls_conn_server_name(conn)
+    name = ffi.string(raw).decode("ascii", "replace") if raw != ffi.NULL else None
+    try:
+        chosen = callback(tls, name)
+        if chosen is not None and chosen is not tls._context:
+            if not isinstance(chosen, Context):
+                raise TypeError(f"sni_callback must return a Context or None, not {chosen!r}")
+            with chosen._lock:
+                if not lib.fasttls_conn_switch_ctx(conn, chosen._ctx):
+                    raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch to the context chosen by "
+                                   "sni_callback")
+            tls._context = chosen
+    except BaseException as exc:  # re-raised by handshake(); never across the C frames
+        tls._callback_error = exc
+        return 0
+    return 1
+
+
 class Session:
     """A TLS session from a finished client connection, for `newtls(..., session=)`."""
 
@@ -64,7 +125,8 @@ class TLS:
     """One TLS connection, client or server, over bytes. See the module docstring."""
 
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_started", "_done", "_closed",
-                 "_broken", "_pending_error", "eof", "_readable", "_writable", "__weakref__")
+                 "_broken", "_pending_error", "eof", "_readable", "_writable", "_callback_error",
+                 "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -75,10 +137,14 @@ class TLS:
         self._server = method == "server"
         if not self._server:
             ctx._prepare_client()
-        conn = lib.fasttls_conn_new(ctx._ctx, self._server)
+        with ctx._lock:
+            conn = lib.fasttls_conn_new(ctx._ctx, self._server)
         if conn == ffi.NULL:
             raise MemoryError("cannot create a TLS connection")
         self._conn = ffi.gc(conn, lib.fasttls_conn_free)
+        self._callback_error: Optional[BaseException] = None
+        if self._server and ctx.sni_callback is not None:
+            _servers_by_conn[_address(conn)] = self
         self._context = ctx  # the SSL holds the SSL_CTX; this keeps the Python side too
         self._hostname: Optional[str] = None
         self._started = self._done = self._closed = self._broken = False
@@ -105,16 +171,7 @@ class TLS:
             return
         if isinstance(hostname, bytes):
             hostname = hostname.decode("ascii")
-        name = hostname.strip("[]")
-        try:
-            ipaddress.ip_address(name)
-            is_ip = True
-        except ValueError:
-            is_ip = False
-            name = name.rstrip(".")
-            if not name or "\0" in name:
-                raise ValueError(f"invalid hostname {hostname!r}") from None
-            name = name.encode("idna").decode("ascii")
+        name, is_ip = _peer_name(hostname)
         ctx = self._context
         check = ctx.check_hostname and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE
         if not lib.fasttls_conn_set_peer_name(self._conn, name.encode(), is_ip, check, True):
@@ -133,7 +190,12 @@ class TLS:
             data = ffi.from_buffer(data)
         status = lib.fasttls_handshake(self._conn, data, len(data))
         if status == _ERROR:
-            raise self._failure()
+            error = self._failure()
+            if self._callback_error is not None:
+                callback_error, self._callback_error = self._callback_error, None
+                callback_error.alert = error.alert  # still to be sent to the peer
+                raise callback_error
+            raise error
         if status == _OK and not self._done:
             self._done = self._readable = True
             self._writable = not self._closed
