@@ -15,6 +15,7 @@ import pytest
 import fasttls
 from conftest import require_program
 from native_support import (  # noqa: F401  (fixtures)
+    MAX_STEPS,
     SOCKET_TIMEOUT,
     TLS12,
     TLS13,
@@ -81,22 +82,31 @@ def wait_for_port(proc):
 
 
 @contextlib.contextmanager
-def s_client(openssl, tmp_path, port, stdin_data, *extra):
-    """Run `openssl s_client` against 127.0.0.1:port with stdin_data as its input (then EOF,
-    ignored thanks to -ign_eof); yield (process, path of its combined output)."""
+def s_client(openssl, tmp_path, port, stdin_data, *extra, interactive=False):
+    """Run `openssl s_client` against 127.0.0.1:port with stdin_data as its input, then EOF
+    (ignored thanks to -ign_eof); yield (process, path of its combined output).
+
+    interactive=True: no -ign_eof (s_client then obeys its one-letter commands) and stdin stays
+    open for the test to write to."""
     out_path = tmp_path / "s_client.out"
+    args = [openssl, "s_client", "-connect", f"127.0.0.1:{port}", *extra]
+    if not interactive:
+        args.append("-ign_eof")
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen(
-            [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-ign_eof", *extra],
-            stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
         proc.stdin.write(stdin_data)
-        proc.stdin.close()
+        if interactive:
+            proc.stdin.flush()
+        else:
+            proc.stdin.close()
         yield proc, out_path
     finally:
         proc.kill()
         proc.wait(timeout=PROCESS_TIMEOUT)
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
 
 
 @contextlib.contextmanager
@@ -289,3 +299,46 @@ def test_s_client_rejects_wrong_name(openssl, tmp_path, identities):
                     socket_read_until(conn, tls, lambda got: False)
             proc.wait(timeout=PROCESS_TIMEOUT)
     assert info.value.reason == "SSLV3_ALERT_BAD_CERTIFICATE"
+
+
+def test_key_update_from_s_client(openssl, tmp_path, identities):
+    """TLS 1.3 KeyUpdate (s_client's "K" command: update and request ours): reading it leaves
+    our own KeyUpdate pending (write() flushes it), data after it is still read, and what we
+    write afterwards is still read by s_client."""
+    identity = identities["ecdsa"]
+    cafile = identity.write(tmp_path)["ca"]
+    tls = fasttls.newtls("server", server_ctx(identity))
+    with listener() as server_sock:
+        port = server_sock.getsockname()[1]
+        args = ("-CAfile", str(cafile), "-servername", "localhost", "-verify_return_error",
+                "-tls1_3")
+        with s_client(openssl, tmp_path, port, b"hello\n", *args, interactive=True) as (
+                proc, out_path):
+            conn, _ = server_sock.accept()
+            with conn:
+                conn.settimeout(SOCKET_TIMEOUT)
+                socket_handshake(conn, tls, client=False)
+                assert socket_read_until(conn, tls, lambda got: b"\n" in got) == b"hello\n"
+                # one command per write, each only after the previous one had its effect
+                proc.stdin.write(b"K\n")
+                proc.stdin.flush()
+                # reading the KeyUpdate (update_requested) produces our KeyUpdate: pending
+                for _ in range(MAX_STEPS):
+                    data = conn.recv(65536)
+                    assert data, "s_client closed the connection"
+                    assert tls.read(data) == b""
+                    if tls.pending_output:
+                        break
+                reply = tls.write()
+                assert reply
+                assert not tls.pending_output
+                conn.sendall(reply)
+                proc.stdin.write(b"again\n")
+                proc.stdin.flush()
+                assert socket_read_until(conn, tls, lambda got: b"\n" in got) == b"again\n"
+                conn.sendall(tls.write(b"world\n") + tls.close())
+                assert socket_read_until(conn, tls, lambda got: False) == b""
+            proc.wait(timeout=PROCESS_TIMEOUT)
+            output = out_path.read_text(errors="replace")
+    assert "KEYUPDATE" in output
+    assert re.search(r"^world$", output, re.MULTILINE), output
