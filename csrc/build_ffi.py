@@ -175,7 +175,7 @@ long X509_get_version(const X509 *);
 const char *X509_verify_cert_error_string(long);
 """
 
-VERSION = re.search(r'"(.+)"', (HERE.parent / "fasttls" / "_version.py").read_text()).group(1)
+VERSION = re.search(r'"(.+)"', (HERE.parent / "src" / "fasttls" / "_version.py").read_text()).group(1)
 
 ffibuilder = FFI()
 CDEF_CALLBACKS = """
