@@ -344,6 +344,9 @@ SSL_CTX *fasttls_ctx_new(void)
         SSL_CTX_free(ctx);
         return NULL;
     }
+    /* Level 2 (112-bit security): no RSA/DH keys under 2048 bits, no SHA-1 signatures, whatever
+     * the system configuration says (like the stdlib's @SECLEVEL=2). */
+    SSL_CTX_set_security_level(ctx, 2);
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, x);
     return ctx;
