@@ -1,4 +1,4 @@
-"""Command line: ``python -m fasttls bench [--quick] [--json] [--rows NAME,...]``."""
+"""Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--rows NAME,...]``."""
 import argparse
 import sys
 
@@ -13,6 +13,9 @@ def build_parser():
                     "same process, interleaved runs, best of several).")
     bench.add_argument("--quick", action="store_true", help="short runs (a few seconds in all)")
     bench.add_argument("--json", action="store_true", help="print machine-readable results")
+    bench.add_argument("--no-pin-malloc", action="store_true",
+                       help="leave glibc malloc's thresholds adaptive (rows then depend on heap "
+                            "history; see the allocator line of the output)")
     bench.add_argument("--rows", metavar="NAME,...",
                        help="rows to run: msg64, rec16k, write1m, handshake, sock_bulk, "
                             "sock_pingpong (default: all)")
