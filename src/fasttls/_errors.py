@@ -45,6 +45,9 @@ class SSLEOFError(SSLError, ssl.SSLEOFError):
     """The transport ended without close_notify: the data may have been truncated."""
 
 
+for _cls in (SSLError, SSLCertVerificationError, SSLZeroReturnError, SSLEOFError):
+    _cls.__module__ = "fasttls"  # tracebacks show fasttls.SSLError, the public name
+
 _LIBRARY_NAMES = {
     lib.ERR_LIB_SYS: "SYS",
     lib.ERR_LIB_PEM: "PEM",
