@@ -1,0 +1,337 @@
+"""atheris harness: arbitrary bytes fed to a fasttls client and to a fasttls server at each stage.
+
+    python fuzz/fuzz_tls.py --target=server_handshake [libFuzzer options] [corpus dirs]
+
+Targets (the endpoint that receives the fuzzed bytes is the "victim"; its "peer" is a genuine
+fasttls endpoint in memory):
+
+  client_handshake  a client that sent its ClientHello gets the input as the server's flights
+  server_handshake  a fresh server gets the input as the client's flights
+  client_data       a client after a completed handshake: the input is a list of operations
+  server_data       the same for a server
+  client_closed     a client after close_notify (sent, received or both), then operations
+  server_closed     the same for a server
+
+Input format. Byte 0 holds options: bits 0-1 the version (0/3: default, 1: TLS 1.2 only,
+2: TLS 1.3 only), bits 2-4 the chunking of a handshake input (whole, 1, 2, 7, 64, 512 or
+4096-byte pieces) or, for the closed targets, how the connection was closed, bit 5 the server
+key (ECDSA/RSA), bit 6 mutual TLS (the server requires the client's certificate), bit 7 ALPN.
+Handshake targets: the rest of the input is the bytes received. Data and closed targets: the
+rest is a list of operations, each an opcode byte (mod 10) and its arguments; see OPS below.
+Operations mix raw fuzzed bytes with genuine records from the peer (whole, split, or with one
+byte flipped), writes, closes and buffer releases.
+
+Findings (libFuzzer stops and saves the input as a crash artifact):
+* any exception other than fasttls.SSLError and its subclasses (the documented failure classes;
+  the harness never passes an invalid argument, so no ValueError/TypeError is acceptable),
+* a crash of the process (signal) or an input that runs longer than -timeout,
+* plaintext that the peer did not send (the victim's output must always be a prefix of the
+  peer's genuine plaintext; nothing after close_notify; nothing from a handshake fed only
+  fuzzed bytes, which cannot authenticate).
+
+The certificates in fuzz/certs/ are test-only; fuzz/make_corpus.py writes them and the seeds.
+"""
+import hashlib
+import os
+import ssl
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["fasttls"]):
+    import fasttls
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGETS = ("client_handshake", "server_handshake", "client_data", "server_data",
+           "client_closed", "server_closed")
+CHUNKS = (0, 1, 2, 7, 64, 512, 4096, 0)  # 0: all at once
+MAX_OPS = 64
+Error = fasttls.SSLError
+
+
+def _pem(name):
+    with open(os.path.join(HERE, "certs", name), "rb") as f:
+        return f.read()
+
+
+_contexts = {}
+
+
+def _context(kind, *key):
+    """Contexts are made once and shared by all inputs (as an application would)."""
+    ctx = _contexts.get((kind,) + key)
+    if ctx is not None:
+        return ctx
+    if kind == "client":
+        version, alpn, mtls = key
+        options = {}
+        if version == 1:
+            options["maximum_version"] = ssl.TLSVersion.TLSv1_2
+        elif version == 2:
+            options["minimum_version"] = ssl.TLSVersion.TLSv1_3
+        ctx = fasttls.newctx(cadata=_pem("ca.pem"), **options)
+        if alpn:
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+        if mtls:
+            ctx.set_cert(_pem("ecdsa-chain.pem"), _pem("ecdsa-key.pem"))
+    else:
+        key_type, alpn, mtls = key
+        ctx = fasttls.newctx()
+        ctx.set_cert(_pem(f"{key_type}-chain.pem"), _pem(f"{key_type}-key.pem"))
+        if alpn:
+            ctx.set_alpn_protocols(["http/1.1", "h2"])
+        if mtls:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cadata=_pem("ca.pem"))
+    _contexts[(kind,) + key] = ctx
+    return ctx
+
+
+def new_pair(options):
+    version = options & 3
+    key_type = "rsa" if options & 0x20 else "ecdsa"
+    mtls = bool(options & 0x40)
+    alpn = bool(options & 0x80)
+    client = fasttls.newtls("client", _context("client", version, alpn, mtls), "localhost")
+    server = fasttls.newtls("server", _context("server", key_type, alpn, mtls))
+    return client, server
+
+
+def finish(client, server, to_server, limit=20):
+    """Complete a genuine in-memory handshake, `to_server` being the client's last output.
+    TLS 1.3 tickets reach the client after its handshake finished: read() takes them."""
+    for _ in range(limit):
+        if not server.finished():
+            to_client = server.handshake(to_server)
+        else:
+            to_client = b""
+            assert server.read(to_server) == b""
+        if not client.finished():
+            to_server = client.handshake(to_client)
+        else:
+            to_server = b""
+            assert client.read(to_client) == b""
+        if client.finished() and server.finished() and not to_server:
+            return
+    raise AssertionError("genuine handshake did not complete")
+
+
+def _describe(tls):
+    """Informational calls must never fail, whatever state the connection is in."""
+    tls.finished(), tls.version(), tls.cipher(), tls.selected_alpn_protocol()
+    tls.session_reused(), tls.getpeercert(), tls.getpeercert(True), tls.pending_output
+    tls.session
+
+
+# ------------------------------------------------------------------------------ handshake
+
+
+def fuzz_handshake(role, data):
+    options, payload = data[0], data[1:]
+    client, server = new_pair(options)
+    victim = client if role == "client" else server
+    if role == "client":
+        client.handshake()  # the ClientHello goes nowhere; the input plays the server
+    size = CHUNKS[(options >> 2) & 7] or max(len(payload), 1)
+    try:
+        for i in range(0, max(len(payload), 1), size):
+            chunk = payload[i:i + size]
+            if victim.finished():
+                raise AssertionError("handshake completed from unauthenticated input")
+            victim.handshake(chunk)
+        victim.handshake()
+    except Error:
+        pass
+    if victim.finished():
+        raise AssertionError("handshake completed from unauthenticated input")
+    _describe(victim)
+    try:
+        victim.read(b"\x17\x03\x03\x00\x05hello")
+    except Error:
+        pass
+    victim.close()
+    _describe(victim)
+
+
+# ------------------------------------------------------------------------ data and closed
+
+OP_RAW, OP_PEER_DATA, OP_PEER_SPLIT, OP_PEER_FLIP, OP_VICTIM_WRITE, OP_PEER_CLOSE, \
+    OP_VICTIM_CLOSE, OP_RELEASE, OP_FLUSH, OP_HANDSHAKE = range(10)
+OPS = {  # opcode: (number of argument bytes, meaning)
+    OP_RAW: ("2-byte length L, L bytes", "victim.read(the bytes)"),
+    OP_PEER_DATA: ("n", "peer.write(n*100+1 bytes); victim.read(the records)"),
+    OP_PEER_SPLIT: ("n, 2-byte position", "the same, fed in two pieces"),
+    OP_PEER_FLIP: ("2-byte position, xor", "a genuine record with one byte changed"),
+    OP_VICTIM_WRITE: ("n", "victim.write(n*100+1 bytes); peer.read(them)"),
+    OP_PEER_CLOSE: ("", "victim.read(peer.close())"),
+    OP_VICTIM_CLOSE: ("", "peer.read(victim.close())"),
+    OP_RELEASE: ("", "victim.release_buffers()"),
+    OP_FLUSH: ("", "peer.read(victim.write())"),
+    OP_HANDSHAKE: ("2-byte length L, L bytes", "victim.handshake(the bytes)"),
+}
+
+
+def op(code, *args):
+    return bytes([code, *args])
+
+
+def op_raw(blob, code=OP_RAW):
+    blob = blob[:0xFFFF]
+    return bytes([code, len(blob) >> 8, len(blob) & 0xFF]) + blob
+
+
+def op_handshake(blob):
+    return op_raw(blob, OP_HANDSHAKE)
+
+
+class Session:
+    def __init__(self, victim, peer):
+        self.victim, self.peer = victim, peer
+        self.sent = bytearray()  # genuine plaintext the peer wrote
+        self.got = bytearray()  # what the victim returned as plaintext
+        self.written = bytearray()  # what the victim wrote
+        self.peer_got = bytearray()
+        self.counter = 0
+
+    def payload(self, n):
+        self.counter += 1
+        seed = hashlib.sha256(b"%d" % self.counter).digest()
+        return (seed * (n // len(seed) + 1))[:n]
+
+    def deliver(self, blob):
+        """Feed bytes to the victim; check the plaintext it returns."""
+        was_eof = self.victim.eof
+        try:
+            out = self.victim.read(blob)
+        except Error:
+            return
+        if out and was_eof:
+            raise AssertionError("plaintext returned after close_notify")
+        self.got += out
+        if not self.sent.startswith(self.got):
+            raise AssertionError("the victim returned plaintext the peer never sent")
+
+    def peer_write(self, n):
+        """Genuine records from the peer, or None if the peer can no longer write."""
+        data = self.payload(n)
+        try:
+            records = self.peer.write(data)
+        except Error:
+            return None
+        self.sent += data
+        return records
+
+    def to_peer(self, blob):
+        if not blob:
+            return
+        try:
+            out = self.peer.read(blob)
+        except Error:
+            return
+        self.peer_got += out
+        if not self.written.startswith(self.peer_got):
+            raise AssertionError("the peer decrypted something the victim never wrote")
+
+    def run(self, ops):
+        pos, count = 0, 0
+        while pos < len(ops) and count < MAX_OPS:
+            code, pos, count = ops[pos] % 10, pos + 1, count + 1
+
+            def arg(n):
+                nonlocal pos
+                value = ops[pos:pos + n]
+                pos += n
+                return int.from_bytes(value, "big") if value else 0
+
+            if code in (OP_RAW, OP_HANDSHAKE):
+                length = arg(2)
+                blob, pos = ops[pos:pos + length], pos + length
+                if code == OP_RAW:
+                    self.deliver(blob)
+                else:
+                    try:
+                        self.victim.handshake(blob)
+                    except Error:
+                        pass
+            elif code in (OP_PEER_DATA, OP_PEER_SPLIT):
+                records = self.peer_write(arg(1) * 100 + 1)
+                cut = arg(2) if code == OP_PEER_SPLIT else 0
+                if records is not None:
+                    cut %= len(records) + 1
+                    self.deliver(records[:cut])
+                    self.deliver(records[cut:])
+            elif code == OP_PEER_FLIP:
+                where, xor = arg(2), arg(1) or 1
+                records = self.peer_write(50)
+                if records:
+                    forged = bytearray(records)
+                    forged[where % len(forged)] ^= xor
+                    self.deliver(bytes(forged))
+            elif code in (OP_VICTIM_WRITE, OP_FLUSH):
+                data = self.payload(arg(1) * 100 + 1) if code == OP_VICTIM_WRITE else b""
+                try:
+                    out = self.victim.write(data)
+                except Error:
+                    continue
+                self.written += data
+                self.to_peer(out)
+            elif code == OP_PEER_CLOSE:
+                self.deliver(self.peer.close())
+            elif code == OP_VICTIM_CLOSE:
+                self.to_peer(self.victim.close())
+            elif code == OP_RELEASE:
+                self.victim.release_buffers()
+
+
+def fuzz_connected(role, data, closed):
+    options, ops = data[0], data[1:]
+    client, server = new_pair(options)
+    finish(client, server, client.handshake())
+    victim, peer = (client, server) if role == "client" else (server, client)
+    session = Session(victim, peer)
+    if closed:
+        mode = (options >> 2) & 3
+        if mode in (0, 2):
+            session.to_peer(victim.close())
+        if mode in (1, 2):
+            session.deliver(peer.close())
+        if mode == 3:
+            victim.close()  # never delivered
+    session.run(ops)
+    _describe(victim)
+    victim.close()
+    victim.close()
+    _describe(victim)
+
+
+def make_entry(target):
+    role, stage = target.split("_")
+    if stage == "handshake":
+        def entry(data):
+            if data:
+                fuzz_handshake(role, data)
+    else:
+        closed = stage == "closed"
+
+        def entry(data):
+            if data:
+                fuzz_connected(role, data, closed)
+    return entry
+
+
+def main(argv):
+    target = os.environ.get("FASTTLS_FUZZ_TARGET")
+    rest = []
+    for a in argv[1:]:
+        if a.startswith("--target="):
+            target = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    if target not in TARGETS:
+        sys.exit(f"usage: {argv[0]} --target=<{'|'.join(TARGETS)}> [libFuzzer options] [corpus]")
+    atheris.Setup([argv[0]] + rest, make_entry(target))
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
