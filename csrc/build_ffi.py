@@ -101,6 +101,27 @@ static const long OPENSSL_VERSION_NUMBER;
 static const int OPENSSL_VERSION;
 const char *OpenSSL_version(int);
 
+/* openssl/x509.h, x509_vfy.h */
+typedef ... X509;
+typedef ... X509_NAME;
+typedef ... X509_STORE;
+typedef ... X509_VERIFY_PARAM;
+void X509_STORE_free(X509_STORE *);
+int X509_STORE_up_ref(X509_STORE *);
+unsigned long X509_VERIFY_PARAM_get_flags(const X509_VERIFY_PARAM *);
+int X509_VERIFY_PARAM_set_flags(X509_VERIFY_PARAM *, unsigned long);
+int X509_VERIFY_PARAM_clear_flags(X509_VERIFY_PARAM *, unsigned long);
+static const int GEN_EMAIL;
+static const int GEN_DNS;
+static const int GEN_URI;
+static const int GEN_IPADD;
+void X509_free(X509 *);
+X509_NAME *X509_get_subject_name(const X509 *);
+X509_NAME *X509_get_issuer_name(const X509 *);
+int X509_NAME_entry_count(const X509_NAME *);
+long X509_get_version(const X509 *);
+const char *X509_verify_cert_error_string(long);
+
 /* openssl/ssl.h */
 typedef ... SSL_CTX;
 typedef ... SSL;
@@ -139,6 +160,29 @@ int SSL_set_session(SSL *, SSL_SESSION *);
 void SSL_SESSION_free(SSL_SESSION *);
 int SSL_SESSION_is_resumable(const SSL_SESSION *);
 int SSL_is_init_finished(const SSL *);
+uint64_t SSL_CTX_get_options(const SSL_CTX *);
+uint64_t SSL_CTX_set_options(SSL_CTX *, uint64_t);
+uint64_t SSL_CTX_clear_options(SSL_CTX *, uint64_t);
+int SSL_CTX_set1_groups_list(SSL_CTX *, const char *);
+int SSL_CTX_set_num_tickets(SSL_CTX *, size_t);
+size_t SSL_CTX_get_num_tickets(const SSL_CTX *);
+void SSL_CTX_set1_cert_store(SSL_CTX *, X509_STORE *);
+X509_STORE *SSL_CTX_get_cert_store(const SSL_CTX *);
+X509_VERIFY_PARAM *SSL_CTX_get0_param(SSL_CTX *);
+long SSL_CTX_sess_number(SSL_CTX *);
+long SSL_CTX_sess_connect(SSL_CTX *);
+long SSL_CTX_sess_connect_good(SSL_CTX *);
+long SSL_CTX_sess_connect_renegotiate(SSL_CTX *);
+long SSL_CTX_sess_accept(SSL_CTX *);
+long SSL_CTX_sess_accept_good(SSL_CTX *);
+long SSL_CTX_sess_accept_renegotiate(SSL_CTX *);
+long SSL_CTX_sess_hits(SSL_CTX *);
+long SSL_CTX_sess_misses(SSL_CTX *);
+long SSL_CTX_sess_timeouts(SSL_CTX *);
+long SSL_CTX_sess_cache_full(SSL_CTX *);
+uint32_t SSL_CIPHER_get_id(const SSL_CIPHER *);
+char *SSL_CIPHER_description(const SSL_CIPHER *, char *, int);
+int SSL_CIPHER_is_aead(const SSL_CIPHER *);
 int SSL_get_shutdown(const SSL *);
 
 /* openssl/err.h */
@@ -160,19 +204,6 @@ const char *ERR_lib_error_string(unsigned long);
 unsigned long ERR_peek_last_error(void);
 void ERR_clear_error(void);
 
-/* openssl/x509.h */
-typedef ... X509;
-typedef ... X509_NAME;
-static const int GEN_EMAIL;
-static const int GEN_DNS;
-static const int GEN_URI;
-static const int GEN_IPADD;
-void X509_free(X509 *);
-X509_NAME *X509_get_subject_name(const X509 *);
-X509_NAME *X509_get_issuer_name(const X509 *);
-int X509_NAME_entry_count(const X509_NAME *);
-long X509_get_version(const X509 *);
-const char *X509_verify_cert_error_string(long);
 """
 
 VERSION = re.search(r'"(.+)"', (HERE.parent / "src" / "fasttls" / "_version.py").read_text()).group(1)

@@ -460,9 +460,8 @@ int fasttls_ctx_use_key_pem(SSL_CTX *ctx, const char *pem, size_t len, const cha
 }
 
 /* Trust anchors from memory, PEM or concatenated DER; returns how many were added, -1 on error. */
-int fasttls_ctx_add_ca(SSL_CTX *ctx, const unsigned char *data, size_t len, int pem)
+int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t len, int pem)
 {
-    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     const unsigned char *p = data;
     BIO *b = NULL;
     X509 *x;
@@ -545,7 +544,10 @@ int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int
         return 1;
     if (is_ip)
         return X509_VERIFY_PARAM_set1_ip_asc(param, name);
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    /* Like the stdlib: no partial wildcards, and the subject CN is never consulted unless asked
+     * (check_common_name), even for a certificate without DNS names. */
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                               (check == 2 ? 0 : X509_CHECK_FLAG_NEVER_CHECK_SUBJECT));
     return X509_VERIFY_PARAM_set1_host(param, name, 0);
 }
 
@@ -838,4 +840,109 @@ done:
     GENERAL_NAMES_free(names);
     ERR_clear_error();
     return n;
+}
+
+/* ---- trust stores shared between contexts (the Python side caches them) ---- */
+
+/* A new store with OpenSSL's default locations (SSL_CERT_FILE/SSL_CERT_DIR honoured). Loading
+ * the system bundle is the ~18 ms that a cache of these saves per context. */
+X509_STORE *fasttls_store_new(const char *cafile, const char *capath, int defaults)
+{
+    X509_STORE *store = X509_STORE_new();
+    if (store == NULL)
+        return NULL;
+    if ((defaults && !X509_STORE_set_default_paths(store)) ||
+        ((cafile != NULL || capath != NULL) && !X509_STORE_load_locations(store, cafile, capath))) {
+        X509_STORE_free(store);
+        return NULL;
+    }
+    return store;
+}
+
+/* A copy holding the same certificates and CRLs, for a context about to change a store it
+ * shares. Lookup directories are not copied: only the default one (default_dir) can be in a
+ * shared store, and it is added back here without reloading the default bundle. */
+X509_STORE *fasttls_store_copy(X509_STORE *from, int default_dir)
+{
+    X509_STORE *to = X509_STORE_new();
+    STACK_OF(X509_OBJECT) *objs;
+    X509_LOOKUP *dir;
+    int i, ok = to != NULL && X509_STORE_lock(from);
+    if (!ok) {
+        X509_STORE_free(to);
+        return NULL;
+    }
+    objs = X509_STORE_get0_objects(from);
+    for (i = 0; ok && i < sk_X509_OBJECT_num(objs); i++) {
+        X509_OBJECT *o = sk_X509_OBJECT_value(objs, i);
+        if (X509_OBJECT_get0_X509(o) != NULL)
+            ok = X509_STORE_add_cert(to, X509_OBJECT_get0_X509(o));
+        else if (X509_OBJECT_get0_X509_CRL(o) != NULL)
+            ok = X509_STORE_add_crl(to, X509_OBJECT_get0_X509_CRL(o));
+    }
+    X509_STORE_unlock(from);
+    if (ok && default_dir)
+        ok = (dir = X509_STORE_add_lookup(to, X509_LOOKUP_hash_dir())) != NULL &&
+             X509_LOOKUP_add_dir(dir, NULL, X509_FILETYPE_DEFAULT);
+    if (!ok) {
+        X509_STORE_free(to);
+        return NULL;
+    }
+    return to;
+}
+
+/* The i-th certificate of the context's store (a new reference), or NULL past the end;
+ * *kind: 0 certificate, 1 CA certificate. CRLs are counted by fasttls_store_crl_count. */
+X509 *fasttls_store_cert(SSL_CTX *ctx, int i, int *is_ca)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_OBJECT) *objs;
+    X509 *found = NULL;
+    int n, seen = 0;
+    if (!X509_STORE_lock(store))
+        return NULL;
+    objs = X509_STORE_get0_objects(store);
+    for (n = 0; n < sk_X509_OBJECT_num(objs); n++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, n));
+        if (x != NULL && seen++ == i) {
+            found = x;
+            X509_up_ref(found);
+            *is_ca = X509_check_ca(found) != 0;
+            break;
+        }
+    }
+    X509_STORE_unlock(store);
+    return found;
+}
+
+int fasttls_store_crl_count(SSL_CTX *ctx)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_OBJECT) *objs;
+    int n, count = 0;
+    if (!X509_STORE_lock(store))
+        return 0;
+    objs = X509_STORE_get0_objects(store);
+    for (n = 0; n < sk_X509_OBJECT_num(objs); n++)
+        count += X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs, n)) != NULL;
+    X509_STORE_unlock(store);
+    return count;
+}
+
+int fasttls_ctx_cipher_count(SSL_CTX *ctx)
+{
+    return sk_SSL_CIPHER_num(SSL_CTX_get_ciphers(ctx));
+}
+
+const SSL_CIPHER *fasttls_ctx_cipher(SSL_CTX *ctx, int i)
+{
+    return sk_SSL_CIPHER_value(SSL_CTX_get_ciphers(ctx), i);
+}
+
+/* RFC 5929 tls-unique: the first Finished message of the handshake. */
+size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, size_t len)
+{
+    if (SSL_session_reused(c->ssl) ^ !server)
+        return SSL_get_finished(c->ssl, buf, len);
+    return SSL_get_peer_finished(c->ssl, buf, len);
 }

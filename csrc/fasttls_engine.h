@@ -46,7 +46,14 @@ int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path);
 int fasttls_ctx_use_chain_pem(SSL_CTX *ctx, const char *pem, size_t len);
 int fasttls_ctx_use_key_pem(SSL_CTX *ctx, const char *pem, size_t len,
                             const char *password, size_t password_len);
-int fasttls_ctx_add_ca(SSL_CTX *ctx, const unsigned char *data, size_t len, int pem);
+int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t len, int pem);
+X509_STORE *fasttls_store_new(const char *cafile, const char *capath, int defaults);
+X509_STORE *fasttls_store_copy(X509_STORE *from, int default_dir);
+X509 *fasttls_store_cert(SSL_CTX *ctx, int i, int *is_ca);
+int fasttls_store_crl_count(SSL_CTX *ctx);
+int fasttls_ctx_cipher_count(SSL_CTX *ctx);
+const SSL_CIPHER *fasttls_ctx_cipher(SSL_CTX *ctx, int i);
+size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, size_t len);
 void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on);
 const char *fasttls_conn_server_name(fasttls_conn *c);
 int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx);

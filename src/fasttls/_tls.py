@@ -126,7 +126,7 @@ class TLS:
 
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_started", "_done", "_closed",
                  "_broken", "_pending_error", "eof", "_readable", "_writable", "_callback_error",
-                 "__weakref__")
+                 "owner", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -150,6 +150,7 @@ class TLS:
         self._started = self._done = self._closed = self._broken = False
         self._pending_error: Optional[SSLError] = None
         self.eof = False
+        self.owner = None  # free for the application (the stdlib layer keeps its SSLObject here)
         # The fast paths test one flag each: handshake done, and nothing closed or failed.
         self._readable = self._writable = False
         lib.fasttls_conn_set_verify(conn, ctx._openssl_verify_mode(self._server))
@@ -172,8 +173,7 @@ class TLS:
         if isinstance(hostname, bytes):
             hostname = hostname.decode("ascii")
         name, is_ip = _peer_name(hostname)
-        ctx = self._context
-        check = ctx.check_hostname and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE
+        check = self._context._hostname_check_level()
         if not lib.fasttls_conn_set_peer_name(self._conn, name.encode(), is_ip, check, True):
             raise ValueError(f"invalid hostname {hostname!r}")
         self._hostname = hostname
