@@ -4,6 +4,7 @@ The sans-IO API (`newctx`, `newtls`) and socket helpers in the style of skynet's
 `http.tlshelper`. See docs/API.md."""
 from fasttls._binding import OPENSSL_VERSION
 from fasttls._context import Context, newctx
+from fasttls._dropin import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
 from fasttls._errors import SSLCertVerificationError, SSLEOFError, SSLError, SSLZeroReturnError
 from fasttls._tls import TLS, Session, newtls
 from fasttls._version import __version__
@@ -19,6 +20,7 @@ from fasttls.helpers import (
 __all__ = [
     "OPENSSL_VERSION",
     "Context",
+    "SSLContext",
     "Session",
     "SSLCertVerificationError",
     "SSLEOFError",
@@ -27,6 +29,9 @@ __all__ = [
     "TLS",
     "__version__",
     "closefunc",
+    "create_default_context",
+    "extract_from_ssl",
+    "inject_into_ssl",
     "init_requestfunc",
     "init_responsefunc",
     "newctx",
