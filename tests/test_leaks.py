@@ -15,8 +15,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 DEFAULT_HANDSHAKES = 100_000
 MAX_GROWTH = 0.05
+# glibc's heap grows (free memory, not memory in use: mallinfo2 shows a constant ~2.6 MiB in use)
+# over the first ~10,000 handshakes while the mix of buffer sizes settles; below this many
+# handshakes the check would measure that, not leaks.
+MIN_MEANINGFUL = 20_000
 
 
 def _rss_bytes():
@@ -142,6 +148,9 @@ def test_rss_flat_over_many_handshakes(tmp_path, ec_ca):
     print(f"RSS (MiB) by handshake count: {samples}")
     print(f"RSS after {report['at_warm']} handshakes: {warm / 2**20:.1f} MiB; after "
           f"{report['count']}: {end / 2**20:.1f} MiB; growth {growth * 100:+.2f} %")
+    if count < MIN_MEANINGFUL:
+        pytest.skip(f"{count} handshakes ran cleanly, but fewer than {MIN_MEANINGFUL} is too few "
+                    "for the RSS check (heap warm-up)")
     assert growth < MAX_GROWTH, report
 
 
