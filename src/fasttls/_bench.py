@@ -595,6 +595,14 @@ class Row:
     uses_socket: bool = False
     seconds: float = 0.3    # per timed run
     repeat: int = 7         # timed runs per side (best kept)
+    requires: str = ""      # a module the row needs (not a fasttls dependency)
+
+    def available(self) -> bool:
+        if not self.requires:
+            return True
+        import importlib.util
+
+        return importlib.util.find_spec(self.requires) is not None
 
 
 ROWS: Dict[str, Row] = {r.name: r for r in [
@@ -720,9 +728,27 @@ def pin_allocator():
     return None
 
 
+def register_rows(rows):
+    for row in rows:
+        ROWS.setdefault(row.name, row)
+
+
+def _register_dropin_rows():
+    # _bench_dropin imports this module; whichever of the two is imported first, the rows are
+    # registered once both exist (here, or at the end of _bench_dropin).
+    from fasttls import _bench_dropin
+
+    register_rows(getattr(_bench_dropin, "ROWS", ()))
+
+
+def default_rows():
+    """Every row whose optional requirement (e.g. requests) is installed."""
+    return [name for name, row in ROWS.items() if row.available()]
+
+
 def run_bench(rows=None, quick=False, seconds=None, repeat=None, progress=None):
-    """Run the chosen rows (names; default all). Returns a JSON-able dict."""
-    names = list(ROWS) if not rows else list(rows)
+    """Run the chosen rows (names; default all available). Returns a JSON-able dict."""
+    names = default_rows() if not rows else list(rows)
     unknown = [r for r in names if r not in ROWS]
     if unknown:
         raise ValueError(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
@@ -779,7 +805,7 @@ def main(args):
     import json
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else None
     try:
-        names = list(ROWS) if not rows else rows
+        names = default_rows() if not rows else rows
         unknown = [r for r in names if r not in ROWS]
         if unknown:
             raise ValueError(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
@@ -798,6 +824,10 @@ def main(args):
               "socket peer: one stdlib-ssl process for both sides")
         if allocator_note:
             print(allocator_note)
+        missing = [f"{row.name} (needs {row.requires})" for row in ROWS.values()
+                   if not row.available()]
+        if missing and not rows:
+            print("rows left out, their library is not installed: " + ", ".join(missing))
         print()
         print(TABLE_HEAD, flush=True)
 
@@ -816,3 +846,6 @@ def main(args):
         print(f"{met}/{len(out['rows'])} targets met; ratio = fasttls/stdlib (higher is better); "
               f"MB = 10^6 bytes; {out['elapsed_s']:.1f} s")
     return 0
+
+
+_register_dropin_rows()

@@ -146,37 +146,50 @@ class _Engine:
             self._awaiting_input = True
 
     def read(self, size: int = 1024, buffer=None):
-        if size < 0:
-            raise ValueError("size should not be negative")
+        """Up to `size` bytes of plaintext; b"" after the peer's close_notify. asyncio and
+        SSLSocket call this for every record, so the common path makes few calls."""
         if buffer is not None:
-            buffer = memoryview(buffer).cast("B")
-            size = min(size, len(buffer)) if size else len(buffer)
-        if not self._tls.finished():
+            return self._read_into(size, buffer)
+        if self._offset < len(self._plaintext):
+            return self._take(size)
+        if size <= 0:
+            if size < 0:
+                raise ValueError("size should not be negative")
+            return b""
+        tls = self._tls
+        if not tls.finished():
             self.do_handshake()
-        chunk = self._take(size)
-        while chunk is None:
-            if self._tls.eof:
-                return 0 if buffer is not None else b""
+        while True:
+            if tls.eof:
+                return b""
             if self._maybe_held_input:
                 data, self._maybe_held_input = b"", False
             else:
-                data = self._receive()
+                data = self._transport.receive()
+                if not data:
+                    raise _eof_error()
             try:
-                plaintext = self._tls.read(data)
+                plaintext = tls.read(data)
             except SSLError as error:
                 self._send_alert(error)
                 raise
-            if self._tls.pending_output:
-                self._transport.send(self._tls.write())
+            if tls.pending_output:
+                self._transport.send(tls.write())
             if plaintext:
-                self._remember_session()  # TLS 1.3 tickets arrive before the first data
+                if self._session_key is not None:
+                    self._remember_session()  # TLS 1.3 tickets arrive before the first data
+                if size >= len(plaintext):
+                    return plaintext  # the whole decrypted run: no copy
                 self._plaintext, self._offset = plaintext, 0
-                chunk = self._take(size)
-        if buffer is not None:
-            n = len(chunk)
-            buffer[:n] = chunk
-            return n
-        return chunk
+                return self._take(size)
+
+    def _read_into(self, size: int, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if size < 0:
+            raise ValueError("size should not be negative")
+        chunk = self.read(min(size, len(view)) if size else len(view))
+        view[:len(chunk)] = chunk
+        return len(chunk)
 
     def write(self, data) -> int:
         if not self._tls.finished():
@@ -204,15 +217,13 @@ class _Engine:
         transport = self._transport
         return transport.sock if isinstance(transport, _SocketTransport) else None
 
-    def _take(self, size):
-        if self._offset >= len(self._plaintext) or size == 0:
-            return None if size else b""
+    def _take(self, size: int) -> bytes:
+        """Up to `size` bytes of the buffered plaintext (there is some)."""
         start = self._offset
-        if start == 0 and size >= len(self._plaintext):
-            chunk = self._plaintext  # the whole decrypted run: no copy
-        else:
-            chunk = self._plaintext[start:start + size]
+        chunk = self._plaintext[start:start + size]
         self._offset = start + len(chunk)
+        if self._offset >= len(self._plaintext):
+            self._plaintext, self._offset = b"", 0
         return chunk
 
     def _receive(self) -> bytes:
