@@ -687,8 +687,14 @@ def openssl_client_renegotiates(env):
     env.got(read(6))
     proc.stdin.write(b"R\n")
     proc.stdin.flush()
-    for _ in range(MAX_STEPS):
-        env.got(read())  # ends with the peer's fatal alert, close_notify or EOF
+    try:
+        for _ in range(MAX_STEPS):
+            env.got(read())  # ends with the peer's fatal alert, close_notify or EOF
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=PROCESS_TIMEOUT)
+        # s_client gave up because fasttls answered its ClientHello with no_renegotiation
+        assert "no renegotiation" in openssl_output(out), openssl_output(out)[-2000:]
 
 
 def clienthello_bytes(env, version=None):
@@ -887,6 +893,27 @@ def stdlib_server_peer(then):
     return peer_fn
 
 
+def stdlib_client_peer(then):
+    """A stdlib client over the socket: handshake, then `then(env, sock, peer)`."""
+
+    def peer_fn(env, sock):
+        ctx = std_client_ctx(env, env.certs.server.ca_pem)
+        peer = StdlibPeer(ctx, server_side=False, hostname="localhost")
+        std_socket_handshake(sock, peer)
+        then(env, sock, peer)
+
+    return peer_fn
+
+
+def half_client_hello_then(action):
+    def peer_fn(env, sock):
+        hello = clienthello_bytes(env)
+        sock.sendall(hello[:len(hello) // 2])
+        action(env, sock)
+
+    return peer_fn
+
+
 def stall(env, sock):
     """Read what comes, send nothing, until the case ends."""
     with contextlib.suppress(OSError):
@@ -900,7 +927,14 @@ def half_server_flight_then(action):
     def peer_fn(env, sock):
         ctx = std_server_ctx(env, env.certs.server)
         peer = StdlibPeer(ctx, server_side=True)
-        flight = peer.step(sock.recv(65536))
+        flight = b""
+        for _ in range(MAX_STEPS):  # the ClientHello may arrive in pieces
+            if flight:
+                break
+            data = sock.recv(65536)
+            if not data:
+                return
+            flight = peer.step(data)
         sock.sendall(flight[:len(flight) // 2])
         action(env, sock)
 
@@ -1045,6 +1079,12 @@ CASES = [
     Case("tcp-eof-mid-record", "client", "stdlib",
          helpers_client_against(stdlib_server_peer(half_record_then(hang_up))), EOF,
          "truncated"),
+    Case("tcp-eof-mid-client-hello", "server", "raw",
+         helpers_server_against(half_client_hello_then(hang_up)), EOF,
+         "connection closed during the handshake"),
+    Case("tcp-eof-mid-record-to-server", "server", "stdlib",
+         helpers_server_against(stdlib_client_peer(half_record_then(hang_up))), EOF,
+         "truncated"),
     Case("tcp-eof-without-close-notify", "client", "stdlib",
          helpers_client_against(stdlib_server_peer(some_data_then(hang_up))), EOF,
          "without close_notify", allowed=b"12345"),
@@ -1100,6 +1140,9 @@ CASES = [
          "timed out", stall=True),
     Case("stall-mid-record", "client", "stdlib",
          helpers_client_against(stdlib_server_peer(half_record_then(stall)),
+                                timeout=STALL_TIMEOUT), Timeout, "timed out", stall=True),
+    Case("stall-mid-record-to-server", "server", "stdlib",
+         helpers_server_against(stdlib_client_peer(half_record_then(stall)),
                                 timeout=STALL_TIMEOUT), Timeout, "timed out", stall=True),
     Case("stall-mid-exact-read", "client", "stdlib",
          helpers_client_against(stdlib_server_peer(some_data_then(stall)),
