@@ -1,0 +1,205 @@
+"""The C engine under valgrind memcheck: a subset of the tests' work (handshakes in TLS 1.2 and
+1.3 with ECDSA and RSA keys, mutual TLS, ALPN, SNI switching, resumption, data both ways, large
+writes, release_buffers, close_notify, verification failures, garbage and truncated input,
+abandoned handshakes) in one Python process run under
+
+    valgrind --tool=memcheck --error-exitcode=99 --errors-for-leak-kinds=definite --leak-check=full
+
+with PYTHONMALLOC=malloc and tests/valgrind-python.supp (CPython's own noise). Passing means: no
+invalid read or write, no use of uninitialised memory, no definite leak anywhere (fasttls_*
+frames in particular). Usage:
+
+    python tests/memcheck_subset.py             # certificates made here, then valgrind
+    python tests/memcheck_subset.py --workload DIR   # the workload alone (what valgrind runs)
+
+Exit status: 0 clean, 1 errors found (the valgrind log is printed), 2 valgrind missing.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SUPPRESSIONS = os.path.join(HERE, "valgrind-python.supp")
+
+
+def make_certs(directory):
+    import trustme
+
+    for kind, key_type in (("ecdsa", trustme.KeyType.ECDSA), ("rsa", trustme.KeyType.RSA)):
+        ca = trustme.CA(key_type=key_type)
+        leaf = ca.issue_cert("localhost", "other.example", key_type=key_type)
+        client = ca.issue_cert("client.example", key_type=key_type)
+        for name, blob in (("ca", ca.cert_pem.bytes()),
+                           ("chain", b"".join(b.bytes() for b in leaf.cert_chain_pems)),
+                           ("key", leaf.private_key_pem.bytes()),
+                           ("client-chain", b"".join(b.bytes() for b in client.cert_chain_pems)),
+                           ("client-key", client.private_key_pem.bytes())):
+            with open(os.path.join(directory, f"{kind}-{name}.pem"), "wb") as f:
+                f.write(blob)
+    stranger = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    with open(os.path.join(directory, "stranger-ca.pem"), "wb") as f:
+        f.write(stranger.cert_pem.bytes())
+
+
+def workload(directory):
+    import gc
+    import ssl
+
+    import fasttls
+
+    def pem(name):
+        with open(os.path.join(directory, name + ".pem"), "rb") as f:
+            return f.read()
+
+    def pump(client, server):
+        to_server = client.handshake()
+        for _ in range(20):
+            if not server.finished():
+                to_client = server.handshake(to_server)
+            else:
+                to_client = b""
+                assert server.read(to_server) == b""
+            if not client.finished():
+                to_server = client.handshake(to_client)
+            else:
+                to_server = b""
+                assert client.read(to_client) == b""
+            if client.finished() and server.finished() and not to_server:
+                return
+        raise AssertionError("handshake did not complete")
+
+    def server_ctx(kind, **options):
+        ctx = fasttls.newctx(**options)
+        ctx.set_cert(pem(f"{kind}-chain"), pem(f"{kind}-key"))
+        return ctx
+
+    def expect_error(call, cls=fasttls.SSLError):
+        try:
+            call()
+        except cls as exc:
+            assert isinstance(exc.alert, bytes)
+            return exc
+        raise AssertionError(f"{call} did not raise {cls.__name__}")
+
+    for kind in ("ecdsa", "rsa"):
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            sctx = server_ctx(kind)
+            sctx.set_alpn_protocols(["h2", "http/1.1"])
+            cctx = fasttls.newctx(cadata=pem(f"{kind}-ca"), maximum_version=version)
+            cctx.set_alpn_protocols(["http/1.1"])
+            session = None
+            for i in range(3):
+                client = fasttls.newtls("client", cctx, "localhost", session=session)
+                server = fasttls.newtls("server", sctx)
+                pump(client, server)
+                assert client.selected_alpn_protocol() == "http/1.1"
+                assert client.getpeercert()["subjectAltName"]
+                assert client.getpeercert(True)
+                client.cipher(), client.version(), server.session_reused()
+                data = os.urandom(40_000 if i == 1 else 300)
+                received, stream = b"", client.write(data)
+                # fed in pieces: partial records are held between calls
+                for k in range(0, len(stream), 1000):
+                    received += server.read(stream[k:k + 1000])
+                assert received == data
+                assert client.read(server.write(b"pong")) == b"pong"
+                client.release_buffers()
+                server.release_buffers()
+                assert client.read(server.write(b"again")) == b"again"
+                session = client.session
+                assert server.read(client.close()) == b"" and server.eof
+                assert client.read(server.close()) == b"" and client.eof
+                expect_error(lambda: client.write(b"late"), fasttls.SSLZeroReturnError)
+            # mutual TLS
+            mctx = server_ctx(kind, verify_mode=ssl.CERT_REQUIRED, cadata=pem(f"{kind}-ca"))
+            mclient_ctx = fasttls.newctx(cadata=pem(f"{kind}-ca"), maximum_version=version)
+            mclient_ctx.set_cert(pem(f"{kind}-client-chain"), pem(f"{kind}-client-key"))
+            client = fasttls.newtls("client", mclient_ctx, "localhost")
+            server = fasttls.newtls("server", mctx)
+            pump(client, server)
+            assert server.getpeercert()
+            # verification failures: wrong name, unknown CA, missing client certificate
+            for client_ctx, name in ((cctx, "wrong.example"),
+                                     (fasttls.newctx(cadata=pem("stranger-ca")), "localhost")):
+                client = fasttls.newtls("client", client_ctx, name)
+                exc = expect_error(lambda: pump(client, fasttls.newtls("server", sctx)),
+                                   fasttls.SSLCertVerificationError)
+                assert exc.verify_message
+            expect_error(lambda: pump(fasttls.newtls("client", cctx, "localhost"),
+                                      fasttls.newtls("server", mctx)))
+            # garbage, truncated and forged input at each stage
+            for garbage in (b"\x16\x03\x01\x00\x05hello", b"GET / HTTP/1.1\r\n\r\n"):
+                expect_error(lambda: fasttls.newtls("server", sctx).handshake(garbage))
+            client = fasttls.newtls("client", cctx, "localhost")
+            hello = client.handshake()
+            expect_error(lambda: client.handshake(b"\x15\x03\x03\x00\x02\x02\x28"))
+            abandoned = fasttls.newtls("server", sctx)
+            abandoned.handshake(hello[: len(hello) // 2])  # a partial record, never completed
+            client = fasttls.newtls("client", cctx, "localhost")
+            server = fasttls.newtls("server", sctx)
+            pump(client, server)
+            record = bytearray(client.write(b"forged"))
+            record[-1] ^= 1
+            expect_error(lambda: server.read(bytes(record)))
+            client = fasttls.newtls("client", cctx, "localhost")
+            server = fasttls.newtls("server", sctx)
+            pump(client, server)
+            server.read(client.write(b"x" * 100)[:50])  # truncated, then dropped
+            del client, server, abandoned
+    # SNI: the callback switches contexts
+    sctx, other = server_ctx("ecdsa"), server_ctx("ecdsa")
+    sctx.sni_callback = lambda tls, name: other if name == "other.example" else None
+    cctx = fasttls.newctx(cadata=pem("ecdsa-ca"))
+    for name in ("other.example", "localhost"):
+        client = fasttls.newtls("client", cctx, name)
+        server = fasttls.newtls("server", sctx)
+        pump(client, server)
+    # keylog on and off
+    keylog = os.path.join(directory, "keylog.txt")
+    sctx.keylog_filename = keylog
+    pump(fasttls.newtls("client", cctx, "localhost"), fasttls.newtls("server", sctx))
+    sctx.keylog_filename = None
+    gc.collect()
+    print("memcheck workload done")
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--workload":
+        workload(sys.argv[2])
+        return 0
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("valgrind is not installed", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="fasttls-memcheck-") as directory:
+        make_certs(directory)
+        log = os.path.join(directory, "valgrind.log")
+        env = dict(os.environ, PYTHONMALLOC="malloc")
+        env.pop("SSLKEYLOGFILE", None)
+        command = [valgrind, "--tool=memcheck", "--error-exitcode=99",
+                   "--errors-for-leak-kinds=definite", "--leak-check=full",
+                   "--show-leak-kinds=definite", "--num-callers=30",
+                   f"--suppressions={SUPPRESSIONS}", f"--log-file={log}",
+                   sys.executable, os.path.abspath(__file__), "--workload", directory]
+        print(" ".join(command), flush=True)
+        proc = subprocess.run(command, env=env, timeout=3600)
+        with open(log) as f:
+            report = f.read()
+        summary = re.findall(r"(ERROR SUMMARY: .*|definitely lost: .*|indirectly lost: .*)",
+                             report)
+        engine = re.findall(r"fasttls_\w+", report)
+        print("\n".join(summary))
+        if proc.returncode != 0:
+            print(report[-30000:])
+            print(f"memcheck: FAILED (exit status {proc.returncode}; fasttls frames in the "
+                  f"report: {sorted(set(engine))})")
+            return 1
+        print("memcheck: clean")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
