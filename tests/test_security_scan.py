@@ -159,7 +159,7 @@ class Scan:
         return entry["result"]
 
     def accepted(self, version):
-        return [s for s in self.suites(version)["accepted_cipher_suites"]]
+        return list(self.suites(version)["accepted_cipher_suites"])
 
     def plugin(self, name):
         entry = self.result[name]
@@ -184,24 +184,31 @@ class Scan:
             lines.append(f"  {version:8} accepted {len(accepted)} suites:")
             for suite in accepted:
                 key = suite.get("ephemeral_key") or {}
-                kex = f"{key.get('type_name', '')} {key.get('curve_name') or ''} {key.get('size', '')}"
-                lines.append(f"             {suite['cipher_suite']['name']:48} {kex.strip()}")
-        curves = self.plugin("elliptic_curves")
-        lines.append("  curves:  " + ", ".join(c["name"] for c in curves["supported_curves"] or []))
+                kex = " ".join(str(key[k]) for k in ("type_name", "curve_name", "size")
+                               if key.get(k))
+                lines.append(f"             {suite['cipher_suite']['name']:48} {kex}")
+        curves = self.plugin("elliptic_curves")["supported_curves"] or []
+        lines.append("  curves:  " + ", ".join(curve["name"] for curve in curves))
         reneg = self.plugin("session_renegotiation")
-        lines += [
-            f"  compression supported:          {self.plugin('tls_compression')['supports_compression']}",
-            f"  heartbleed vulnerable:          {self.plugin('heartbleed')['is_vulnerable_to_heartbleed']}",
-            f"  CCS injection vulnerable:       {self.plugin('openssl_ccs_injection')['is_vulnerable_to_ccs_injection']}",
-            f"  ROBOT:                          {self.plugin('robot')['robot_result']}",
-            f"  secure renegotiation:           {reneg['supports_secure_renegotiation']}",
-            f"  client renegotiation DoS:       {reneg['is_vulnerable_to_client_renegotiation_dos']}"
-            f" ({reneg['client_renegotiations_success_count']} client renegotiations accepted)",
-            f"  TLS_FALLBACK_SCSV:              {self.plugin('tls_fallback_scsv')['supports_fallback_scsv']}",
-            f"  extended master secret:         {self.plugin('tls_extended_master_secret')['supports_ems_extension']}",
+        facts = [
+            ("compression supported", self.plugin("tls_compression")["supports_compression"]),
+            ("heartbleed vulnerable",
+             self.plugin("heartbleed")["is_vulnerable_to_heartbleed"]),
+            ("CCS injection vulnerable",
+             self.plugin("openssl_ccs_injection")["is_vulnerable_to_ccs_injection"]),
+            ("ROBOT", self.plugin("robot")["robot_result"]),
+            ("secure renegotiation", reneg["supports_secure_renegotiation"]),
+            ("client renegotiation DoS",
+             f"{reneg['is_vulnerable_to_client_renegotiation_dos']} "
+             f"({reneg['client_renegotiations_success_count']} client renegotiations accepted)"),
+            ("TLS_FALLBACK_SCSV", self.plugin("tls_fallback_scsv")["supports_fallback_scsv"]),
+            ("extended master secret",
+             self.plugin("tls_extended_master_secret")["supports_ems_extension"]),
         ]
+        lines += [f"  {name + ':':32}{value}" for name, value in facts]
         compliant, issues = self.compliance()
-        lines.append("  Mozilla intermediate:           " + ("compliant" if compliant else "NOT compliant"))
+        verdict = "compliant" if compliant else "NOT compliant"
+        lines.append(f"  {'Mozilla intermediate:':32}{verdict}")
         lines += ["    " + issue for issue in issues]
         return "\n".join(lines)
 
