@@ -243,6 +243,11 @@ class Process:
                                          stderr=err, cwd=cwd or tmp_path, env=env)
 
     def stop(self):
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=PROCESS_TIMEOUT)
