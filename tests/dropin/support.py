@@ -22,6 +22,7 @@ STDLIB_SSLObject = ssl.SSLObject
 HOST = "127.0.0.1"
 IO_TIMEOUT = 10.0     # seconds, for every socket and client call
 JOIN_TIMEOUT = 5.0    # seconds, for every thread join
+CLOSE_TIMEOUT = 1.0   # seconds a server waits for the client's close_notify
 TEST_TIMEOUT = 30.0   # seconds, for a whole async test body
 
 
@@ -150,6 +151,10 @@ class HTTPSServer(http.server.HTTPServer):
                 self._open.discard(request)
                 self._open.add(conn)
             self.RequestHandlerClass(conn, client_address, self)
+            # A clean close: close_notify, as clients that insist on one (anyio) expect. Bounded:
+            # a client that neither answers nor closes costs CLOSE_TIMEOUT.
+            conn.settimeout(CLOSE_TIMEOUT)
+            conn.unwrap()
         except OSError:
             pass                    # the client went away mid-request
         except Exception as exc:    # noqa: BLE001 - kept for the test's failure message
