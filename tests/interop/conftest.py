@@ -99,6 +99,7 @@ class Cell:
     resume: str = None  # "ticket" or "id"
     transfer: bool = False
     close: bool = False
+    size: int = BLOB_SIZE  # of the blob a transfer cell moves
 
 
 CELLS = [
@@ -116,20 +117,21 @@ CELLS = [
     Cell("transfer-16MiB", transfer=True),
     Cell("close_notify", close=True),
 ]
-CELL_BY_NAME = {cell.name: cell for cell in CELLS}
+# Only for peers whose record layer is pure Python (tlslite-ng: ~60 s for 16 MiB here)
+SMALL_TRANSFER = Cell("transfer-1MiB", transfer=True, size=1024 * 1024)
+CELL_BY_NAME = {cell.name: cell for cell in CELLS + [SMALL_TRANSFER]}
 
 
-def matrix(peers, excluded):
-    """pytest params for every (peer, cell) pair except the explicitly excluded ones.
-    `excluded` maps (peer, cell name) to the reason; a stale exclusion is an error."""
+def matrix(peers, excluded, extra=()):
+    """pytest params for every (peer, cell) pair except the explicitly excluded ones, plus
+    `extra` (peer, cell) pairs. `excluded` maps (peer, cell name) to the reason; a stale
+    exclusion is an error."""
     for key in excluded:
         assert key[0] in peers and key[1] in CELL_BY_NAME, f"unknown exclusion {key}"
-    return [
-        pytest.param(peer, cell, id=f"{peer}-{cell.name}")
-        for peer in peers
-        for cell in CELLS
-        if (peer, cell.name) not in excluded
-    ]
+    pairs = [(peer, cell) for peer in peers for cell in CELLS
+             if (peer, cell.name) not in excluded]
+    pairs += list(extra)
+    return [pytest.param(peer, cell, id=f"{peer}-{cell.name}") for peer, cell in pairs]
 
 
 # ----------------------------------------------------------------------------- certificates
@@ -175,12 +177,22 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def blob(tmp_path_factory):
-    """16 MiB of random bytes in a file, and their sha256."""
-    path = tmp_path_factory.mktemp("blob") / "blob.bin"
+def blobs(tmp_path_factory):
+    """{size: (path, sha256)}: random bytes in files all named blob.bin (one directory each,
+    which servers use as their document root), 16 MiB and 1 MiB."""
     data = os.urandom(BLOB_SIZE)
-    path.write_bytes(data)
-    return path, hashlib.sha256(data).hexdigest()
+    result = {}
+    for size in (BLOB_SIZE, SMALL_TRANSFER.size):
+        path = tmp_path_factory.mktemp(f"blob{size}") / "blob.bin"
+        path.write_bytes(data[:size])
+        result[size] = path, hashlib.sha256(data[:size]).hexdigest()
+    return result
+
+
+@pytest.fixture
+def blob(blobs, cell):
+    """The blob of the current cell's size."""
+    return blobs[cell.size]
 
 
 # ----------------------------------------------------------------------------- processes
