@@ -279,8 +279,12 @@ def running(args, tmp_path, name, **kwargs):
 
 def run_client(args, tmp_path, name, stdin_bytes=b"", stdin_path=None, env=None):
     """Run a peer client to completion (bounded); return (returncode, stdout, stderr)."""
-    proc = Process(args, tmp_path, name, stdin=subprocess.PIPE if stdin_path is None
-                   else open(stdin_path, "rb"), env=env)
+    stdin = subprocess.PIPE if stdin_path is None else open(stdin_path, "rb")
+    try:
+        proc = Process(args, tmp_path, name, stdin=stdin, env=env)
+    finally:
+        if stdin_path is not None:
+            stdin.close()  # the child has its own copy
     try:
         if stdin_path is None:
             try:
@@ -295,8 +299,6 @@ def run_client(args, tmp_path, name, stdin_bytes=b"", stdin_path=None, env=None)
         proc.proc.wait(timeout=PROCESS_TIMEOUT)
     finally:
         proc.stop()
-        if stdin_path is not None:
-            pass
     return proc.proc.returncode, proc.out.read_bytes(), proc.err.read_bytes()
 
 

@@ -474,6 +474,16 @@ def test_server(peer, cell, pki, blob, tmp_path):
         assert report.alpn == "http/1.1", report.output[-3000:]
     if cell.mtls:
         assert record["client_names"] == ["client.example"]
+        # and the same client without a certificate gets nothing: fasttls refuses it
+        with FasttlsServer(server_context(pki, cell)) as bare_server:
+            try:
+                bare = client.connect(dataclasses.replace(base, port=bare_server.port,
+                                                          mtls=False, name="no-cert"))
+            except Exception:  # noqa: BLE001 - the peer's own way of failing
+                bare = None
+        assert bare is None or HELLO not in bare.output
+        assert len(bare_server.errors) == 1 and isinstance(bare_server.errors[0], ssl.SSLError), \
+            bare_server.errors
     if cell.transfer:
         assert record["body_length"] == blob[0].stat().st_size
         assert record["sha256"] == blob[1]
