@@ -40,13 +40,15 @@ def _reexport_top_conftest():
     module collected after this directory would find this file. Re-export the top-level
     conftest's plain helpers (not its fixtures, which pytest already provides) so such imports
     keep working whatever the collection order."""
-    spec = importlib.util.spec_from_file_location("_fasttls_top_conftest", _HERE.parent / "conftest.py")
+    spec = importlib.util.spec_from_file_location("_fasttls_top_conftest",
+                                                  _HERE.parent / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for name, value in vars(module).items():
         if name.startswith("_") or name in globals():
             continue
-        if hasattr(value, "_pytestfixturefunction") or type(value).__name__ == "FixtureFunctionDefinition":
+        if (hasattr(value, "_pytestfixturefunction")  # pytest < 8.4
+                or type(value).__name__ == "FixtureFunctionDefinition"):
             continue
         globals()[name] = value
     return module
@@ -442,10 +444,11 @@ class FasttlsServer:
     """A fasttls HTTP/1.1 server on 127.0.0.1:0 in a thread, for `count` connections.
 
     For each request it reads the head and a Content-Length body, and answers a JSON document
-    with what it saw (version, ALPN, SNI, resumption, client certificate, sha256 of the body),
-    with Connection: close and no Content-Length, so the peer reads until the end and a clean end
-    is fasttls's close_notify (a TCP FIN alone is a truncation); then it sends close_notify and waits (bounded) for the peer's, and
-    records how the peer ended: "close_notify", "eof" (TCP FIN without it) or an error."""
+    with what it saw (version, ALPN, resumption, client certificate, sha256 of the body), with
+    Connection: close and no Content-Length, so the peer reads until the end and a clean end is
+    fasttls's close_notify (a TCP FIN alone is a truncation). Then it waits (bounded) for the
+    peer's close_notify and records how the peer ended: "close_notify", "eof" (a TCP FIN
+    without it) or an error. SNI names the callback saw are in `sni_seen`."""
 
     def __init__(self, ctx, count=1):
         self.ctx = ctx

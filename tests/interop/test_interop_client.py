@@ -3,9 +3,10 @@
 ``tls`` server, tlslite-ng's server and the stdlib ``ssl`` server.
 
 Every peer serves HTTP/1.1 over TLS: ``/hello.txt`` (a short text, where the peer can, with what
-it saw of the client certificate) and ``/blob.bin`` (the 16 MiB blob, 1 MiB for tlslite). fasttls fetches with
-``Connection: close`` and reads with ``readallfunc``, which raises SSLEOFError unless the peer
-ends with close_notify: every cell also checks the peer's close_notify. The ``close_notify``
+it saw of the client certificate) and ``/blob.bin`` (the 16 MiB blob, 1 MiB for tlslite).
+fasttls fetches with ``Connection: close`` and reads with ``readallfunc``, which raises
+SSLEOFError unless the peer ends with close_notify: every cell also checks the peer's
+close_notify. The ``close_notify``
 cell checks the other direction: fasttls closes a kept-alive connection first and the peer
 must see a clean close."""
 import contextlib
@@ -31,10 +32,10 @@ from conftest import (
     TLS12,
     TLS13,
     VERSION_NAME,
+    SMALL_TRANSFER,
     client_context,
     fetch,
     free_port,
-    SMALL_TRANSFER,
     matrix,
     require_program,
     require_tlslite,
@@ -258,7 +259,8 @@ class NginxServer:
                                 root=self.blob[0].parent)
             for name, paths, default in sites)
         return NGINX_CONF.format(
-            tmp=self.tmp, log_level="debug" if cell.close else "info", protocols=version, servers=servers,
+            tmp=self.tmp, log_level="debug" if cell.close else "info", protocols=version,
+            servers=servers,
             # session IDs need the cache; for tickets turn it off, so only a ticket resumes
             cache="shared:SSL:1m" if cell.resume != "ticket" else "off",
             tickets="off" if cell.resume == "id" else "on")
@@ -438,7 +440,9 @@ const server = tls.createServer(o, (sock) => {
 const sessions = {};
 server.on('newSession', (id, data, cb) => { sessions[id.toString('hex')] = data; cb(); });
 server.on('resumeSession', (id, cb) => { cb(null, sessions[id.toString('hex')] || null); });
-server.on('tlsClientError', (e) => { console.log(JSON.stringify({event: 'tlsClientError', error: String(e)})); });
+server.on('tlsClientError', (e) => {
+  console.log(JSON.stringify({event: 'tlsClientError', error: String(e)}));
+});
 server.listen(0, '127.0.0.1', () => {
   console.log(JSON.stringify({event: 'listening', port: server.address().port}));
 });
@@ -754,7 +758,7 @@ def test_client(peer, cell, pki, make_peer, blob):
         if cell.sni:
             for name in ("alpha.test", "beta.test"):
                 got = fetch(served.port, ctx, name)
-                assert got.peer_der == expected_leaf(pki, cell, name), f"wrong certificate for {name}"
+                assert got.peer_der == expected_leaf(pki, cell, name), f"wrong cert for {name}"
                 assert HELLO in got.body and got.clean_close
             return
         if cell.resume:
