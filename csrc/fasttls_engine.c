@@ -30,7 +30,11 @@
 /* Per-SSL_CTX state that callbacks need, freed with the SSL_CTX (ex_data free callback), so it
  * lives exactly as long as any connection made from the context. */
 struct ctx_extra {
-    CRYPTO_RWLOCK *lock;       /* guards both fields: contexts are shared between threads */
+    /* Configuration changes (writers) against connection creation and handshake steps
+     * (readers): OpenSSL frees the cipher lists and the trust store that a handshake in another
+     * thread is reading when the context's are replaced. */
+    CRYPTO_RWLOCK *conf_lock;
+    CRYPTO_RWLOCK *lock;       /* guards the next fields, read by callbacks */
     unsigned char *alpn;       /* server preference list, wire format */
     size_t alpn_len;
     char *keylog_path;
@@ -224,7 +228,7 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
         return result;
     for (i = 0; x->alpn != NULL && i < x->alpn_len && result != SSL_TLSEXT_ERR_OK;
          i += 1 + x->alpn[i]) {
-        for (j = 0; j + 1 + in[j] <= inlen; j += 1 + in[j]) {
+        for (j = 0; j < inlen && j + 1 + in[j] <= inlen; j += 1 + in[j]) {
             if (in[j] == x->alpn[i] && memcmp(in + j + 1, x->alpn + i + 1, in[j]) == 0) {
                 *out = in + j + 1;
                 *outlen = in[j];
@@ -252,6 +256,37 @@ static void keylog_line(const SSL *ssl, const char *line)
     CRYPTO_THREAD_unlock(x->lock);
 }
 
+static CRYPTO_RWLOCK *conf_lock(const SSL_CTX *ctx)
+{
+    struct ctx_extra *x = SSL_CTX_get_ex_data(ctx, ctx_extra_index);
+    return x != NULL ? x->conf_lock : NULL;
+}
+
+/* For the Python side, around every change to the context. Not re-entrant. */
+int fasttls_ctx_lock(SSL_CTX *ctx)
+{
+    CRYPTO_RWLOCK *lock = conf_lock(ctx);
+    return lock != NULL && CRYPTO_THREAD_write_lock(lock);
+}
+
+void fasttls_ctx_unlock(SSL_CTX *ctx)
+{
+    CRYPTO_RWLOCK *lock = conf_lock(ctx);
+    if (lock != NULL)
+        CRYPTO_THREAD_unlock(lock);
+}
+
+static int read_lock(CRYPTO_RWLOCK *lock)
+{
+    return lock == NULL || CRYPTO_THREAD_read_lock(lock);
+}
+
+static void unlock(CRYPTO_RWLOCK *lock)
+{
+    if (lock != NULL)
+        CRYPTO_THREAD_unlock(lock);
+}
+
 /* Server-side SNI: the Python layer (an `extern "Python+C"` function of the cffi module) picks
  * the context for the name the client asked for. It runs with the GIL held; its exceptions are
  * kept by the Python side and re-raised after the handshake call returns. */
@@ -269,18 +304,26 @@ static int server_name_callback(SSL *ssl, int *alert, void *arg)
 
 void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on)
 {
-    SSL_CTX_set_tlsext_servername_callback(ctx, on ? server_name_callback : NULL);
+    SSL_CTX_set_tlsext_servername_callback(ctx, (on ? server_name_callback : NULL));
 }
 
 const char *fasttls_conn_server_name(fasttls_conn *c)
 {
+    if (c->ssl == NULL)
+        return NULL;
     return SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 }
 
 /* Serve this connection from another context (its certificate and key). */
 int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx)
 {
-    return SSL_set_SSL_CTX(c->ssl, ctx) == ctx;
+    CRYPTO_RWLOCK *lock = conf_lock(ctx);
+    int ok = 0;
+    if (c->ssl != NULL && read_lock(lock)) {
+        ok = SSL_set_SSL_CTX(c->ssl, ctx) == ctx;
+        unlock(lock);
+    }
+    return ok;
 }
 
 static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
@@ -290,6 +333,7 @@ static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     if (x == NULL)
         return;
+    CRYPTO_THREAD_lock_free(x->conf_lock);
     CRYPTO_THREAD_lock_free(x->lock);
     free(x->alpn);
     free(x->keylog_path);
@@ -327,9 +371,12 @@ SSL_CTX *fasttls_ctx_new(void)
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     struct ctx_extra *x = calloc(1, sizeof(*x));
     if (ctx == NULL || x == NULL || (x->lock = CRYPTO_THREAD_lock_new()) == NULL ||
+        (x->conf_lock = CRYPTO_THREAD_lock_new()) == NULL ||
         !SSL_CTX_set_ex_data(ctx, ctx_extra_index, x)) {
-        if (x != NULL)
+        if (x != NULL) {
             CRYPTO_THREAD_lock_free(x->lock);
+            CRYPTO_THREAD_lock_free(x->conf_lock);
+        }
         free(x);
         SSL_CTX_free(ctx);
         return NULL;
@@ -338,7 +385,10 @@ SSL_CTX *fasttls_ctx_new(void)
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_clear_options(ctx, SSL_OP_LEGACY_SERVER_CONNECT);
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+    /* Key exchange groups of Mozilla's "intermediate" profile (OpenSSL would add X448 and
+     * P-521, which it says to reject). */
+    if (!SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") ||
+        !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
         !SSL_CTX_set_cipher_list(ctx, default_ciphers) ||
         !SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"fasttls", 7)) {
         SSL_CTX_free(ctx);
@@ -494,19 +544,25 @@ int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t le
 
 /* ---- connections ---- */
 
-fasttls_conn *fasttls_conn_new(SSL_CTX *ctx, int server)
+/* Connections live in memory the caller owns (Python: zeroed by ffi.new, freed when its last
+ * reference goes). The SSL object and the buffers are released separately and may be released
+ * first: with reference cycles, CPython runs every finalizer (the one releasing these included)
+ * before it frees anything, and another object's finalizer may still use the connection. A
+ * released connection has ssl == NULL, and every operation then fails cleanly. */
+int fasttls_conn_init(fasttls_conn *c, SSL_CTX *ctx, int server)
 {
-    fasttls_conn *c = calloc(1, sizeof(*c));
+    CRYPTO_RWLOCK *lock = conf_lock(ctx);
     BIO *b;
-    if (c == NULL)
-        return NULL;
-    c->ssl = SSL_new(ctx);
+    if (read_lock(lock)) {
+        c->ssl = SSL_new(ctx);
+        unlock(lock);
+    }
     b = BIO_new(conn_bio_method);
     if (c->ssl == NULL || b == NULL) {
         BIO_free(b);
         SSL_free(c->ssl);
-        free(c);
-        return NULL;
+        c->ssl = NULL;
+        return 0;
     }
     BIO_set_data(b, c);
     SSL_set_bio(c->ssl, b, b); /* one BIO both ways: SSL_set_bio takes the single reference */
@@ -516,28 +572,40 @@ fasttls_conn *fasttls_conn_new(SSL_CTX *ctx, int server)
         SSL_set_accept_state(c->ssl);
     else
         SSL_set_connect_state(c->ssl);
-    return c;
+    return 1;
 }
 
-void fasttls_conn_free(fasttls_conn *c)
+void fasttls_conn_release(fasttls_conn *c)
 {
-    if (c == NULL)
-        return;
     SSL_free(c->ssl);
+    c->ssl = NULL;
     free(c->out);
     free(c->plain);
     free(c->held);
-    free(c);
+    c->out = c->plain = NULL;
+    c->held = NULL;
+    c->out_len = c->out_cap = c->plain_len = c->plain_cap = c->held_len = c->held_cap = 0;
+}
+
+static int released(fasttls_conn *c)
+{
+    c->ssl_error = SSL_ERROR_SSL;
+    c->err_code = 0;
+    return FASTTLS_ERROR;
 }
 
 void fasttls_conn_set_verify(fasttls_conn *c, int mode)
 {
-    SSL_set_verify(c->ssl, mode, verify_callback);
+    if (c->ssl != NULL)
+        SSL_set_verify(c->ssl, mode, verify_callback);
 }
 
 int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int check, int sni)
 {
-    X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+    X509_VERIFY_PARAM *param;
+    if (c->ssl == NULL)
+        return 0;
+    param = SSL_get0_param(c->ssl);
     if (sni && !is_ip && !SSL_set_tlsext_host_name(c->ssl, name))
         return 0;
     if (!check)
@@ -553,11 +621,19 @@ int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int
 
 int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
 {
+    CRYPTO_RWLOCK *lock;
     int r, status = FASTTLS_OK;
+    if (c->ssl == NULL)
+        return released(c);
     ERR_clear_error();
     if (!feed(c, data, len))
         return fail_nomem(c);
+    /* The context at the start: server-side SNI may switch the SSL to another one. */
+    lock = conf_lock(SSL_get_SSL_CTX(c->ssl));
+    if (!read_lock(lock))
+        return fail_nomem(c);
     r = SSL_do_handshake(c->ssl);
+    unlock(lock);
     if (r != 1) {
         int e = SSL_get_error(c->ssl, r);
         status = e == SSL_ERROR_WANT_READ ? FASTTLS_WANT_READ : fail(c, e);
@@ -574,15 +650,19 @@ ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
     int status;
     size_t n;
     c->plain_len = 0;
+    if (c->ssl == NULL)
+        return released(c);
     shrink(&c->plain, &c->plain_cap, 0);
     if (!feed(c, data, len))
         return fail_nomem(c);
-    /* Plaintext never outgrows the ciphertext, plus at most one record already buffered. */
-    if (!reserve(&c->plain, &c->plain_cap, c->in_len + RECORD_PLAIN_MAX))
+    /* Plaintext never outgrows the ciphertext, plus at most one record already buffered: sized
+     * so, small messages keep a small buffer (idle connections stay lean). */
+    if (!reserve(&c->plain, &c->plain_cap,
+                 c->in_len + (SSL_has_pending(c->ssl) ? RECORD_PLAIN_MAX : 1)))
         return fail_nomem(c);
     for (;;) {
-        if (c->plain_cap - c->plain_len < RECORD_PLAIN_MAX &&
-            !reserve(&c->plain, &c->plain_cap, c->plain_len + RECORD_PLAIN_MAX)) {
+        if (c->plain_len == c->plain_cap &&
+            !reserve(&c->plain, &c->plain_cap, c->plain_cap + RECORD_PLAIN_MAX)) {
             status = fail_nomem(c);
             break;
         }
@@ -626,6 +706,8 @@ ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
 ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
 {
     size_t written, n;
+    if (c->ssl == NULL)
+        return released(c);
     if (c->out_len == 0)
         shrink(&c->out, &c->out_cap, 0);
     /* Room for the records' headers and tags up front: the BIO then never reallocates. */
@@ -641,6 +723,8 @@ ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
 int fasttls_shutdown(fasttls_conn *c)
 {
     int r;
+    if (c->ssl == NULL)
+        return released(c);
     ERR_clear_error();
     r = SSL_shutdown(c->ssl);
     if (r < 0) {
@@ -653,6 +737,8 @@ int fasttls_shutdown(fasttls_conn *c)
 
 void fasttls_conn_release_buffers(fasttls_conn *c)
 {
+    if (c->ssl == NULL)
+        return;
     SSL_free_buffers(c->ssl); /* refuses, harmlessly, while a partial record is buffered */
     if (c->out_len == 0) {
         free(c->out);
@@ -942,6 +1028,8 @@ const SSL_CIPHER *fasttls_ctx_cipher(SSL_CTX *ctx, int i)
 /* RFC 5929 tls-unique: the first Finished message of the handshake. */
 size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, size_t len)
 {
+    if (c->ssl == NULL)
+        return 0;
     if (SSL_session_reused(c->ssl) ^ !server)
         return SSL_get_finished(c->ssl, buf, len);
     return SSL_get_peer_finished(c->ssl, buf, len);

@@ -41,6 +41,8 @@ typedef struct fasttls_conn {
 
 int fasttls_init(void);
 SSL_CTX *fasttls_ctx_new(void);
+int fasttls_ctx_lock(SSL_CTX *ctx);
+void fasttls_ctx_unlock(SSL_CTX *ctx);
 int fasttls_ctx_set_alpn(SSL_CTX *ctx, const unsigned char *wire, size_t len);
 int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path);
 int fasttls_ctx_use_chain_pem(SSL_CTX *ctx, const char *pem, size_t len);
@@ -58,8 +60,8 @@ void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on);
 const char *fasttls_conn_server_name(fasttls_conn *c);
 int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx);
 
-fasttls_conn *fasttls_conn_new(SSL_CTX *ctx, int server);
-void fasttls_conn_free(fasttls_conn *c);
+int fasttls_conn_init(fasttls_conn *c, SSL_CTX *ctx, int server);
+void fasttls_conn_release(fasttls_conn *c);
 int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int check, int sni);
 void fasttls_conn_set_verify(fasttls_conn *c, int mode);
 int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len);

@@ -16,6 +16,9 @@ def build_parser():
     bench.add_argument("--no-pin-malloc", action="store_true",
                        help="leave glibc malloc's thresholds adaptive (rows then depend on heap "
                             "history; see the allocator line of the output)")
+    bench.add_argument("--memory", type=int, nargs="?", const=10_000, metavar="PAIRS",
+                       help="also measure memory per idle connection pair (default 10,000 "
+                            "pairs, about 30 s)")
     bench.add_argument("--rows", metavar="NAME,...",
                        help="rows to run: msg64, rec16k, write1m, handshake, sock_bulk, "
                             "sock_pingpong (default: all)")

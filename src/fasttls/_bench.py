@@ -837,6 +837,12 @@ def main(args):
 
     out = run_bench(rows, quick=args.quick, progress=progress)
     out["allocator"] = allocator_note
+    if args.memory:
+        from fasttls import _bench_memory
+
+        out["memory"] = _bench_memory.measure(args.memory)
+        if not args.json:
+            print(_bench_memory.format_result(out["memory"]))
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -5,6 +5,7 @@ Secure by default: clients verify the server's chain against the system trust st
 name; TLS 1.2 is the minimum; no compression, no renegotiation; TLS 1.2 suites are Mozilla's
 "intermediate" list (forward secret AEAD only)."""
 import _ssl
+import errno
 import functools
 import hashlib
 import os
@@ -122,12 +123,27 @@ def _default_store_key() -> Optional[tuple]:
     return ("default", _file_key(cafile), capath, _file_key(capath))
 
 
-def _locked(method):
-    """Run a method that changes the SSL_CTX under the context's lock.
+class _ConfigLock:
+    """Held while the SSL_CTX changes. It is the engine's lock (a readers-writer lock in C):
+    creating a connection and each handshake step hold it for reading, because OpenSSL frees
+    the cipher lists and trust store that a handshake in another thread is reading when a
+    context's are replaced, and cffi releases the GIL during every C call."""
 
-    OpenSSL does not allow changing an SSL_CTX while another thread creates a connection from
-    it (SSL_new copies the certificate, key and cipher lists), and cffi releases the GIL during
-    every C call, so the GIL alone does not serialise them."""
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> None:
+        if not lib.fasttls_ctx_lock(self._ctx):
+            raise RuntimeError("cannot lock the TLS context")
+
+    def __exit__(self, *exc_info) -> None:
+        lib.fasttls_ctx_unlock(self._ctx)
+
+
+def _locked(method):
+    """Run a method that changes the SSL_CTX under the context's lock (see _ConfigLock)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -141,7 +157,9 @@ class Context:
     """TLS settings shared by connections (`newtls`). See docs/API.md for each member.
 
     Thread-safe: connections may be created from one Context in many threads while its settings
-    (certificates included) change; a change applies to connections created afterwards."""
+    (certificates included) change; a change applies to connections created afterwards and
+    waits for handshake steps in progress. An sni_callback must not change the Context it was
+    called for (it runs inside a handshake step of that Context)."""
 
     __slots__ = ("_ctx", "_lock", "_verify_mode", "_check_hostname", "_check_common_name",
                  "_ca_loaded", "_store_shared", "_keylog_filename", "_alpn_protocols",
@@ -152,7 +170,7 @@ class Context:
         if ctx == ffi.NULL:
             raise error_from_queue("cannot create an OpenSSL context")
         self._ctx = ffi.gc(ctx, lib.SSL_CTX_free)
-        self._lock = threading.RLock()
+        self._lock = _ConfigLock(self._ctx)
         self._sni_callback = None
         self._verify_mode: Optional[ssl.VerifyMode] = None
         self._check_hostname = True
@@ -193,6 +211,9 @@ class Context:
         a shared cache of parsed stores."""
         if cafile is None and capath is None and cadata is None:
             raise TypeError("cafile, capath and cadata cannot be all omitted")
+        for path in (cafile, capath):
+            if path is not None and not os.path.exists(path):  # as the stdlib reports it
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         data, pem = _cadata_bytes(cadata) if cadata is not None else (None, False)
         if not self._ca_loaded and capath is None and (cafile is None) != (data is None):
             if cafile is not None:

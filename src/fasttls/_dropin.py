@@ -55,6 +55,8 @@ def _want_read() -> ssl.SSLWantReadError:
 class _SocketTransport:
     """Ciphertext over the SSLSocket's own file descriptor (its timeout applies)."""
 
+    __slots__ = ("sock", "unsent")
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.unsent = b""  # ciphertext a non-blocking socket could not take yet
@@ -71,6 +73,9 @@ class _SocketTransport:
         self.unsent += data
         self.flush()
 
+    def idle(self, tls: TLS) -> None:
+        pass  # a blocking socket cannot tell idle from busy without another system call
+
     def flush(self) -> None:
         while self.unsent:
             try:
@@ -83,6 +88,8 @@ class _SocketTransport:
 class _BIOTransport:
     """Ciphertext through the caller's two ssl.MemoryBIO objects."""
 
+    __slots__ = ("incoming", "outgoing")
+
     def __init__(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
         self.incoming = incoming
         self.outgoing = outgoing
@@ -93,6 +100,11 @@ class _BIOTransport:
             return data
         raise _want_read()
 
+    def idle(self, tls: TLS) -> None:
+        """Nothing more to read until the peer sends: the connection is idle, so it gives back
+        its record buffers (they return on demand); busy connections never get here."""
+        tls.release_buffers()
+
     def send(self, data: bytes) -> None:
         self.outgoing.write(data)
 
@@ -100,6 +112,10 @@ class _BIOTransport:
 class _Engine:
     """The `_ssl._SSLSocket` interface over a fasttls TLS connection (what ssl.SSLSocket and
     ssl.SSLObject keep in `_sslobj`). Used by one thread at a time, like the stdlib's."""
+
+    # Slots: thousands of idle connections are a use case (memory per connection is measured).
+    __slots__ = ("_context", "_transport", "_owner", "_tls", "_explicit_session", "_session_key",
+                 "_awaiting_input", "_maybe_held_input", "_plaintext", "_offset", "_closing")
 
     def __init__(self, context: "SSLContext", transport, server_side: bool,
                  server_hostname, owner, session: Optional[Session]) -> None:
@@ -165,7 +181,11 @@ class _Engine:
             if self._maybe_held_input:
                 data, self._maybe_held_input = b"", False
             else:
-                data = self._transport.receive()
+                try:
+                    data = self._transport.receive()
+                except ssl.SSLWantReadError:
+                    self._transport.idle(tls)
+                    raise
                 if not data:
                     raise _eof_error()
             try:
@@ -248,7 +268,7 @@ class _Engine:
         self._session_key = self._cache_key()
         session = self._context._sessions.get(self._session_key)
         if session is not None:
-            lib.SSL_set_session(self._tls._conn.ssl, session._ptr)
+            lib.SSL_set_session(self._tls._ssl(), session._ptr)
 
     def _remember_session(self) -> None:
         if self._session_key is None or self._tls.server_side:
@@ -326,7 +346,7 @@ class _Engine:
         if session is not None:
             if not isinstance(session, Session):
                 raise TypeError("session must come from a fasttls connection")
-            lib.SSL_set_session(self._tls._conn.ssl, session._ptr)
+            lib.SSL_set_session(self._tls._ssl(), session._ptr)
             self._explicit_session = True
 
     @property

@@ -31,7 +31,7 @@ from typing import Optional, Union
 from fasttls._binding import ffi, lib
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
-from fasttls._errors import SSLError, SSLZeroReturnError, error_from_conn
+from fasttls._errors import SSLError, SSLZeroReturnError, error_from_conn, error_from_queue
 
 __all__ = ["TLS", "Session", "newtls"]
 
@@ -66,6 +66,8 @@ def _is_ip_address(name: str) -> bool:
 def _peer_name(hostname: str) -> "tuple[str, bool]":
     """(the name to send and check, whether it is an IP address) for a client's hostname."""
     name = hostname.strip("[]")
+    if not name or "\0" in name:
+        raise ValueError(f"invalid hostname {hostname!r}")
     if _is_ip_address(name):
         return name, True
     name = name.rstrip(".")
@@ -97,10 +99,9 @@ def fasttls_on_server_name(conn):
         if chosen is not None and chosen is not tls._context:
             if not isinstance(chosen, Context):
                 raise TypeError(f"sni_callback must return a Context or None, not {chosen!r}")
-            with chosen._lock:
-                if not lib.fasttls_conn_switch_ctx(conn, chosen._ctx):
-                    raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch to the context chosen by "
-                                   "sni_callback")
+            if not lib.fasttls_conn_switch_ctx(conn, chosen._ctx):  # locks `chosen` itself
+                raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch to the context chosen by "
+                               "sni_callback")
             tls._context = chosen
     except BaseException as exc:  # re-raised by handshake(); never across the C frames
         tls._callback_error = exc
@@ -126,7 +127,7 @@ class TLS:
 
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_started", "_done", "_closed",
                  "_broken", "_pending_error", "eof", "_readable", "_writable", "_callback_error",
-                 "owner", "__weakref__")
+                 "owner", "_release", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -137,11 +138,14 @@ class TLS:
         self._server = method == "server"
         if not self._server:
             ctx._prepare_client()
-        with ctx._lock:
-            conn = lib.fasttls_conn_new(ctx._ctx, self._server)
-        if conn == ffi.NULL:
-            raise MemoryError("cannot create a TLS connection")
-        self._conn = ffi.gc(conn, lib.fasttls_conn_free)
+        # The struct's memory is Python's (freed after every finalizer has run); the SSL object
+        # is released by a finalizer of its own, after which operations fail cleanly (see
+        # fasttls_conn_init).
+        conn = ffi.new("fasttls_conn *")
+        if not lib.fasttls_conn_init(conn, ctx._ctx, self._server):  # under ctx's read lock
+            raise error_from_queue("cannot create a TLS connection")
+        self._conn = conn
+        self._release = ffi.gc(conn, lib.fasttls_conn_release)
         self._callback_error: Optional[BaseException] = None
         if self._server and ctx.sni_callback is not None:
             _servers_by_conn[_address(conn)] = self
@@ -237,10 +241,10 @@ class TLS:
         if self._pending_error is not None:
             error, self._pending_error = self._pending_error, None
             raise error
-        if not self._done:
-            raise SSLError(ssl.SSL_ERROR_SSL, "read() before the handshake finished")
         if self._broken:
             raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+        if not self._done:
+            raise SSLError(ssl.SSL_ERROR_SSL, "read() before the handshake finished")
         return b""  # after close_notify: whatever follows is not data
 
     def write(self, data: Buffer = b"") -> bytes:
@@ -310,6 +314,8 @@ class TLS:
     def _failure(self) -> SSLError:
         self._broken = True
         self._readable = self._writable = False
+        if self._conn.ssl == ffi.NULL:
+            return SSLError(ssl.SSL_ERROR_SSL, "the connection was already released")
         error = error_from_conn(self._conn, self._hostname)
         error.alert = self._take_output()
         return error
@@ -325,12 +331,19 @@ class TLS:
 
     # ---- information ----
 
+    def _ssl(self):
+        """The SSL object, for the information calls; ValueError once released."""
+        ssl_object = self._conn.ssl
+        if ssl_object == ffi.NULL:
+            raise ValueError("the TLS connection was already released")
+        return ssl_object
+
     def version(self) -> Optional[str]:
-        return ffi.string(lib.SSL_get_version(self._conn.ssl)).decode() if self._done else None
+        return ffi.string(lib.SSL_get_version(self._ssl())).decode() if self._done else None
 
     def cipher(self):
         """(name, protocol version, secret bits), like the stdlib's, or None."""
-        c = lib.SSL_get_current_cipher(self._conn.ssl) if self._done else ffi.NULL
+        c = lib.SSL_get_current_cipher(self._ssl()) if self._done else ffi.NULL
         if c == ffi.NULL:
             return None
         return (ffi.string(lib.SSL_CIPHER_get_name(c)).decode(),
@@ -340,17 +353,17 @@ class TLS:
     def selected_alpn_protocol(self) -> Optional[str]:
         data = ffi.new("const unsigned char **")
         length = ffi.new("unsigned int *")
-        lib.SSL_get0_alpn_selected(self._conn.ssl, data, length)
+        lib.SSL_get0_alpn_selected(self._ssl(), data, length)
         if not length[0]:
             return None
         return ffi.unpack(ffi.cast("char *", data[0]), length[0]).decode("ascii", "replace")
 
     def session_reused(self) -> bool:
-        return bool(lib.SSL_session_reused(self._conn.ssl))
+        return bool(lib.SSL_session_reused(self._ssl()))
 
     @property
     def session(self) -> Optional[Session]:
-        ptr = lib.SSL_get1_session(self._conn.ssl)
+        ptr = lib.SSL_get1_session(self._ssl())
         return Session(ptr) if ptr != ffi.NULL else None
 
     @property
@@ -366,7 +379,7 @@ class TLS:
         bytes with binary_form=True; None before the handshake or if the peer sent none."""
         if not self._done:
             return None
-        x509 = lib.fasttls_peer_certificate(self._conn.ssl)
+        x509 = lib.fasttls_peer_certificate(self._ssl())
         if x509 == ffi.NULL:
             return None
         x509 = ffi.gc(x509, lib.X509_free)
