@@ -281,3 +281,16 @@ def assert_untrusted_issuer(exc):
     assert "unable to get local issuer certificate" in err.verify_message, err.verify_message
     assert "certificate verify failed" in str(err), str(err)
     return err
+
+
+def serve_until_stdin_closes(cert_chain_file):
+    """Entry point of a reference server process (the benchmarks keep the server out of the
+    measured process): a stdlib HTTPS server with the key and chain in `cert_chain_file`.
+    Prints its port, serves until its standard input closes, then stops."""
+    import sys
+
+    ctx = STDLIB_SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_chain_file)
+    with serve_https(ctx) as httpd:
+        print(httpd.port, flush=True)
+        sys.stdin.read()
