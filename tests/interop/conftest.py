@@ -102,6 +102,7 @@ class Cell:
     transfer: bool = False
     close: bool = False
     size: int = BLOB_SIZE  # of the blob a transfer cell moves
+    reload: bool = False
 
 
 CELLS = [
@@ -121,7 +122,9 @@ CELLS = [
 ]
 # Only for peers whose record layer is pure Python (tlslite-ng: ~60 s for 16 MiB here)
 SMALL_TRANSFER = Cell("transfer-1MiB", transfer=True, size=1024 * 1024)
-CELL_BY_NAME = {cell.name: cell for cell in CELLS + [SMALL_TRANSFER]}
+# Server side only: set_cert() on a context in use (RSA, then ECDSA for the next connection)
+RELOAD = Cell("reload-cert", reload=True)
+CELL_BY_NAME = {cell.name: cell for cell in CELLS + [SMALL_TRANSFER, RELOAD]}
 
 
 def matrix(peers, excluded, extra=()):

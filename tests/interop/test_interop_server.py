@@ -5,6 +5,7 @@ The fasttls side is conftest.FasttlsServer: an HTTP/1.1 responder in a thread th
 JSON record of what it saw and ends with close_notify (and no Content-Length, so a peer only ends
 cleanly on that close_notify). Each peer reports what *it* saw (version, ALPN, resumption, a
 clean end), parsed from its own output."""
+import base64
 import dataclasses
 import json
 import re
@@ -23,6 +24,7 @@ from conftest import (
     VERSION_NAME,
     FasttlsServer,
     find_json,
+    RELOAD,
     SMALL_TRANSFER,
     matrix,
     require_program,
@@ -55,6 +57,15 @@ class Report:
     alpn: str = None
     reused: bool = None
     clean_close: bool = None  # the peer saw fasttls's close_notify as a clean end
+    server_der: bytes = None  # the server certificate it got, where the peer hands it out
+
+
+def shows_server(report, ident):
+    """Did the peer get `ident`'s certificate? Its DER, or else its unique OU in the peer's
+    printout (s_client, gnutls-cli and curl -v print the subject)."""
+    if report.server_der is not None:
+        return report.server_der == ident.leaf_der
+    return ident.subject_ou().encode() in report.output
 
 
 def request_bytes(run):
@@ -233,7 +244,8 @@ function connect(i, session) {
   const chunks = [];
   const sock = tls.connect(o, () => {
     info = {version: sock.getProtocol(), alpn: sock.alpnProtocol || null,
-            reused: sock.isSessionReused()};
+            reused: sock.isSessionReused(),
+            server_der: sock.getPeerCertificate().raw.toString('base64')};
     sock.write(fs.readFileSync(opt.request));
   });
   sock.on('session', (s) => { saved = s; });
@@ -242,6 +254,7 @@ function connect(i, session) {
   sock.on('error', (e) => { error = String(e); });
   sock.on('close', () => {
     reports.push({version: info.version, alpn: info.alpn, reused: info.reused,
+                  server_der: info.server_der,
                   ended: ended, error: error,
                   response: Buffer.concat(chunks).toString('latin1')});
     if (i + 1 < opt.connections) connect(i + 1, saved);
@@ -280,7 +293,8 @@ class NodeClient:
         for item in json.loads(out.strip().splitlines()[-1]):
             assert item["error"] is None, item["error"]
             reports.append(Report(item["response"].encode("latin-1"), item["version"],
-                                  item["alpn"], item["reused"], item["ended"]))
+                                  item["alpn"], item["reused"], item["ended"],
+                                  base64.b64decode(item["server_der"])))
         return reports
 
     def connect(self, run):
@@ -334,11 +348,13 @@ class TlsliteClient:
             version = {(3, 3): "TLSv1.2", (3, 4): "TLSv1.3"}.get(conn.version)
             alpn = bytes(conn.session.appProto).decode() if conn.session.appProto else None
             reused = bool(conn.resumed)
+            chain = conn.session.serverCertChain
+            der = bytes(chain.x509List[0].bytes) if chain else None
             try:
                 conn.close()  # sends close_notify
             except Exception:  # noqa: BLE001 - the peer may be gone already
                 pass
-            return Report(bytes(response), version, alpn, reused, clean)
+            return Report(bytes(response), version, alpn, reused, clean, der)
         finally:
             sock.close()
 
@@ -395,7 +411,7 @@ class StdlibClient:
                 raise AssertionError("stdlib read loop did not end")
             self.session = sock.session
             report = Report(bytes(response), sock.version(), sock.selected_alpn_protocol(),
-                            sock.session_reused, True)
+                            sock.session_reused, True, sock.getpeercert(binary_form=True))
             sock.unwrap()  # our close_notify
         return report
 
@@ -421,7 +437,8 @@ EXCLUDED = {
     # over the suite's time budget; it moves 1 MiB instead (transfer-1MiB)
     ("tlslite", "transfer-16MiB"): "pure-Python record layer too slow for 16 MiB",
 }
-EXTRA = [("tlslite", SMALL_TRANSFER)]
+# set_cert() reloading a serving context is a server-side feature: checked with every client
+EXTRA = [("tlslite", SMALL_TRANSFER)] + [(peer, RELOAD) for peer in PEERS]
 
 
 # ----------------------------------------------------------------------------- the test
@@ -434,6 +451,25 @@ def test_server(peer, cell, pki, blob, tmp_path):
     base = Run(0, version=cell.version, alpn=ALPN_OFFER if cell.alpn else None, mtls=cell.mtls,
                no_ticket=cell.resume == "id",
                upload=blob[0] if cell.transfer else None)
+    if cell.reload:
+        # set_cert() on a serving context: each next connection gets the new certificate.
+        # RSA -> ECDSA -> RSA: the last step is the one where a stale certificate of the other
+        # key type would still be served
+        steps = [("rsa", None), ("ecdsa", "ecdsa"), ("back-to-rsa", "rsa")]
+        reports = []
+        with FasttlsServer(ctx, count=len(steps)) as server:
+            for name, key in steps:
+                if key is not None:
+                    ctx.set_cert(pki.server[key].chain_pem, pki.server[key].key_pem)
+                reports.append(client.connect(dataclasses.replace(base, port=server.port,
+                                                                  name=name)))
+        server.result(expected=len(steps))
+        for (name, _), report, key in zip(steps, reports, ("rsa", "ecdsa", "rsa")):
+            assert HELLO in report.output
+            got = [k for k in ("rsa", "ecdsa") if shows_server(report, pki.server[k])]
+            assert got == [key], (f"step {name}: {peer} got the {got} certificate, not the {key} "
+                                  f"one just loaded with set_cert")
+        return
     if cell.sni:
         with FasttlsServer(ctx, count=2) as server:
             reports = {name: client.connect(dataclasses.replace(base, port=server.port,
