@@ -245,7 +245,9 @@ function connect(i, session) {
   const sock = tls.connect(o, () => {
     info = {version: sock.getProtocol(), alpn: sock.alpnProtocol || null,
             reused: sock.isSessionReused(),
-            server_der: sock.getPeerCertificate().raw.toString('base64')};
+            server_der: null};
+    const peer = sock.getPeerCertificate();  // empty on a resumed session
+    if (peer && peer.raw) info.server_der = peer.raw.toString('base64');
     sock.write(fs.readFileSync(opt.request));
   });
   sock.on('session', (s) => { saved = s; });
@@ -294,7 +296,7 @@ class NodeClient:
             assert item["error"] is None, item["error"]
             reports.append(Report(item["response"].encode("latin-1"), item["version"],
                                   item["alpn"], item["reused"], item["ended"],
-                                  base64.b64decode(item["server_der"])))
+                                  item["server_der"] and base64.b64decode(item["server_der"])))
         return reports
 
     def connect(self, run):
