@@ -451,11 +451,13 @@ class FasttlsServer:
     Connection: close and no Content-Length, so the peer reads until the end and a clean end is
     fasttls's close_notify (a TCP FIN alone is a truncation). Then it waits (bounded) for the
     peer's close_notify and records how the peer ended: "close_notify", "eof" (a TCP FIN
-    without it) or an error. SNI names the callback saw are in `sni_seen`."""
+    without it) or an error. SNI names the callback saw are in `sni_seen`. With `download`, a
+    POST is answered with that file's bytes too, after HELLO (fasttls writing a large body)."""
 
-    def __init__(self, ctx, count=1):
+    def __init__(self, ctx, count=1, download=None):
         self.ctx = ctx
         self.count = count
+        self.download = download  # a file sent after HELLO in answer to a POST (transfer cells)
         self.records = []
         self.errors = []
         self.sni_seen = []
@@ -534,8 +536,15 @@ class FasttlsServer:
             body_length=length, sha256=digest.hexdigest(),
         )
         body = json.dumps(record).encode() + b"\n" + HELLO
-        fasttls.writefunc(conn, tls)(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" + body)
+        write = fasttls.writefunc(conn, tls)
+        write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" + body)
+        if self.download is not None and head.startswith(b"POST "):
+            with open(self.download, "rb") as blob:
+                for _ in range(MAX_STEPS):
+                    chunk = blob.read(1 << 20)
+                    if not chunk:
+                        break
+                    write(chunk)
         conn.sendall(tls.close())
         # the peer's answer to our close_notify: its own (clean) or a bare TCP FIN
         try:

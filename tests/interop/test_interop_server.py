@@ -7,7 +7,9 @@ cleanly on that close_notify). Each peer reports what *it* saw (version, ALPN, r
 clean end), parsed from its own output."""
 import base64
 import dataclasses
+import hashlib
 import json
+import pathlib
 import re
 import socket
 import ssl
@@ -251,14 +253,15 @@ function connect(i, session) {
     sock.write(fs.readFileSync(opt.request));
   });
   sock.on('session', (s) => { saved = s; });
-  sock.on('data', (d) => chunks.push(d));
+  sock.on('data', (d) => chunks.push(d));  // the response goes to a file (it may be 16 MiB)
   sock.on('end', () => { ended = true; });   // a close_notify (or a FIN: see below)
   sock.on('error', (e) => { error = String(e); });
   sock.on('close', () => {
     reports.push({version: info.version, alpn: info.alpn, reused: info.reused,
                   server_der: info.server_der,
                   ended: ended, error: error,
-                  response: Buffer.concat(chunks).toString('latin1')});
+                  response: opt.response + '.' + i});
+    fs.writeFileSync(opt.response + '.' + i, Buffer.concat(chunks));
     if (i + 1 < opt.connections) connect(i + 1, saved);
     else { console.log(JSON.stringify(reports)); process.exit(0); }
   });
@@ -285,7 +288,8 @@ class NodeClient:
         opt = {"port": run.port, "hostname": run.hostname, "ca": str(self.pki.trust),
                "version": self.VERSION.get(run.version), "alpn": run.alpn,
                "no_ticket": run.no_ticket, "connections": connections,
-               "request": str(request_file(run, self.tmp))}
+               "request": str(request_file(run, self.tmp)),
+               "response": str(self.tmp / f"{run.name}.response")}
         if run.mtls:
             opt["cert"] = str(self.pki.paths["client"]["cert"])
             opt["key"] = str(self.pki.paths["client"]["key"])
@@ -294,7 +298,7 @@ class NodeClient:
         reports = []
         for item in json.loads(out.strip().splitlines()[-1]):
             assert item["error"] is None, item["error"]
-            reports.append(Report(item["response"].encode("latin-1"), item["version"],
+            reports.append(Report(pathlib.Path(item["response"]).read_bytes(), item["version"],
                                   item["alpn"], item["reused"], item["ended"],
                                   item["server_der"] and base64.b64decode(item["server_der"])))
         return reports
@@ -500,7 +504,7 @@ def test_server(peer, cell, pki, blob, tmp_path):
         assert records[1]["version"] == VERSION_NAME[cell.version]
         assert HELLO in second.output
         return
-    with FasttlsServer(ctx) as server:
+    with FasttlsServer(ctx, download=blob[0] if cell.transfer else None) as server:
         report = client.connect(dataclasses.replace(base, port=server.port))
     (record,) = server.result(expected=1)
     assert HELLO in report.output, report.output[-3000:]
@@ -526,8 +530,14 @@ def test_server(peer, cell, pki, blob, tmp_path):
         assert len(bare_server.errors) == 1 and isinstance(bare_server.errors[0], ssl.SSLError), \
             bare_server.errors
     if cell.transfer:
-        assert record["body_length"] == blob[0].stat().st_size
+        # both ways: the peer's upload as fasttls read it, and fasttls's answer as the peer
+        # printed it (right after HELLO in its output)
+        assert record["body_length"] == cell.size
         assert record["sha256"] == blob[1]
+        start = report.output.index(HELLO) + len(HELLO)
+        downloaded = report.output[start:start + cell.size]
+        assert len(downloaded) == cell.size
+        assert hashlib.sha256(downloaded).hexdigest() == blob[1], f"{peer}: download corrupted"
     # close_notify both ways: fasttls's ended the response cleanly for the peer, and the peer
     # answered with its own (checked in every cell; the close_notify cell is the plain case)
     assert report.clean_close, f"{peer} saw no close_notify: {report.output[-3000:]!r}"
