@@ -241,6 +241,26 @@ for i in range(30):
     LIVE.append((c, s))
 SESSION = LIVE[0][0].session
 
+# the drop-in layer too: SSLObjects before, during and after their handshake
+import ssl
+DROPIN_CLIENT = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+DROPIN_CLIENT.load_verify_locations(os.path.join(sys.argv[1], "ca.pem"))
+DROPIN_SERVER = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+DROPIN_SERVER.load_cert_chain(os.path.join(sys.argv[1], "chain.pem"),
+                              os.path.join(sys.argv[1], "key.pem"))
+for steps in range(4):
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    c = DROPIN_CLIENT.wrap_bio(bios[0], bios[1], server_hostname="localhost")
+    s = DROPIN_SERVER.wrap_bio(bios[2], bios[3], server_side=True)
+    for _ in range(steps):
+        for obj, out, into in ((c, bios[1], bios[2]), (s, bios[3], bios[0])):
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            into.write(out.read())
+    LIVE.append((c, s, bios))
+
 # a cycle through a context's sni_callback, left for the final collection
 cycle_ctx = contexts()[1]
 cycle_ctx.sni_callback = lambda tls, name, keep=[cycle_ctx]: None
@@ -256,7 +276,7 @@ if mode == "finalizer":
         def __del__(self):
             self.tls.close()
             self.tls.write()
-    CLOSERS = [Closer(c) for c, s in LIVE]
+    CLOSERS = [Closer(pair[0]) for pair in LIVE if isinstance(pair[0], fasttls.TLS)]
     gc.disable()
 
 if mode == "threads":
@@ -340,3 +360,50 @@ def test_finalizer_of_a_cycle_still_uses_its_connection(pems, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
     assert proc.stdout == "done\n"
+
+
+def _dropin_pair(pems, tmp_path):
+    import ssl
+
+    (tmp_path / "ca.pem").write_bytes(pems["ca"])
+    (tmp_path / "cert.pem").write_bytes(pems["chain"] + pems["key"])
+    client_ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_verify_locations(str(tmp_path / "ca.pem"))
+    server_ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(tmp_path / "cert.pem"))
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    client = client_ctx.wrap_bio(bios[0], bios[1], server_hostname="localhost")
+    server = server_ctx.wrap_bio(bios[2], bios[3], server_side=True)
+    return client, server, bios
+
+
+def _dropin_steps(client, server, bios, steps):
+    import ssl
+
+    for _ in range(steps):
+        for obj, out, into in ((client, bios[1], bios[2]), (server, bios[3], bios[0])):
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            into.write(out.read())
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_dropin_objects_freed_in_any_order(pems, tmp_path, steps):
+    """The same through the drop-in layer: SSLObjects whose contexts went first, handshakes
+    abandoned at each step, finished connections never unwrapped."""
+    for order in range(3):
+        client, server, bios = _dropin_pair(pems, tmp_path)
+        _dropin_steps(client, server, bios, steps)
+        if steps == 3:
+            client.write(b"never read")
+        objects = [client, server, bios, client.context, server.context]
+        del client, server, bios
+        if order == 0:
+            del objects[3:]  # the contexts first
+        elif order == 1:
+            objects.reverse()
+        objects.append(objects)  # a cycle for the collector
+        del objects
+        gc.collect()
