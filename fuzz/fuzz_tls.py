@@ -11,6 +11,10 @@ fasttls endpoint in memory):
   server_data       the same for a server
   client_closed     a client after close_notify (sent, received or both), then operations
   server_closed     the same for a server
+  dropin_<any of the above>
+                    the same through the drop-in layer: an ssl.SSLObject made by
+                    fasttls.SSLContext.wrap_bio over ssl.MemoryBIOs (both ends); the documented
+                    failures there are ssl.SSLError and its subclasses (fasttls's included)
 
 Input format. Byte 0 holds options: bits 0-1 the version (0/3: default, 1: TLS 1.2 only,
 2: TLS 1.3 only), bits 2-4 the chunking of a handshake input (whole, 1, 2, 7, 64, 512 or
@@ -42,11 +46,13 @@ with atheris.instrument_imports(include=["fasttls"]):
     import fasttls
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = ("client_handshake", "server_handshake", "client_data", "server_data",
-           "client_closed", "server_closed")
+NATIVE_TARGETS = ("client_handshake", "server_handshake", "client_data", "server_data",
+                  "client_closed", "server_closed")
+TARGETS = NATIVE_TARGETS + tuple("dropin_" + t for t in NATIVE_TARGETS)
 CHUNKS = (0, 1, 2, 7, 64, 512, 4096, 0)  # 0: all at once
 MAX_OPS = 64
-Error = fasttls.SSLError
+NATIVE_ERROR = fasttls.SSLError  # the native API's documented failures
+DROPIN_ERROR = ssl.SSLError  # the stdlib API's (fasttls's classes subclass them)
 
 
 def _pem(name):
@@ -87,7 +93,120 @@ def _context(kind, *key):
     return ctx
 
 
-def new_pair(options):
+def _dropin_context(kind, version, alpn, mtls, key_type="ecdsa"):
+    key = ("dropin", kind, version, alpn, mtls, key_type)
+    ctx = _contexts.get(key)
+    if ctx is not None:
+        return ctx
+    certs = os.path.join(HERE, "certs")
+    if kind == "client":
+        ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cadata=_pem("ca.pem").decode())
+        if version == 1:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        elif version == 2:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if mtls:
+            ctx.load_cert_chain(os.path.join(certs, "ecdsa-chain.pem"),
+                                os.path.join(certs, "ecdsa-key.pem"))
+        if alpn:
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+    else:
+        ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(certs, f"{key_type}-chain.pem"),
+                            os.path.join(certs, f"{key_type}-key.pem"))
+        if mtls:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cadata=_pem("ca.pem").decode())
+        if alpn:
+            ctx.set_alpn_protocols(["http/1.1", "h2"])
+    _contexts[key] = ctx
+    return ctx
+
+
+class DropinTLS:
+    """An ssl.SSLObject from fasttls.SSLContext.wrap_bio, behind the methods the harness
+    drives (those of fasttls.TLS): bytes in, bytes out."""
+
+    def __init__(self, ctx, server_side, hostname=None):
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                server_hostname=hostname)
+        self.done = self.eof = False
+        self.pending_error = None
+
+    def handshake(self, data=b""):
+        if data:
+            self.incoming.write(data)
+        try:
+            self.obj.do_handshake()
+            self.done = True
+        except ssl.SSLWantReadError:
+            pass
+        return self.outgoing.read()
+
+    def finished(self):
+        return self.done
+
+    def read(self, data=b""):
+        if self.pending_error is not None:
+            error, self.pending_error = self.pending_error, None
+            raise error
+        if data:
+            self.incoming.write(data)
+        out = bytearray()
+        while True:
+            try:
+                chunk = self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self.eof = True
+                break
+            except ssl.SSLError as exc:
+                if not out:
+                    raise
+                self.pending_error = exc  # plaintext first, the error on the next call
+                break
+            if not chunk:
+                self.eof = True
+                break
+            out += chunk
+        return bytes(out)
+
+    def write(self, data=b""):
+        if data:
+            self.obj.write(data)
+        return self.outgoing.read()
+
+    def close(self):
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError:
+            pass  # unwrap of a broken or unfinished connection: nothing to send
+        return self.outgoing.read()
+
+    def release_buffers(self):
+        self.obj.pending()
+
+    def describe(self):
+        obj = self.obj
+        obj.version(), obj.cipher(), obj.selected_alpn_protocol(), obj.pending()
+        obj.session_reused, obj.server_side, obj.server_hostname
+        if self.done:
+            obj.getpeercert(), obj.getpeercert(True), obj.shared_ciphers()
+
+
+def new_pair(options, dropin=False):
+    if dropin:
+        version, mtls, alpn = options & 3, bool(options & 0x40), bool(options & 0x80)
+        key_type = "rsa" if options & 0x20 else "ecdsa"
+        client = DropinTLS(_dropin_context("client", version, alpn, mtls), False, "localhost")
+        server = DropinTLS(_dropin_context("server", version, alpn, mtls, key_type), True)
+        return client, server
+
     version = options & 3
     key_type = "rsa" if options & 0x20 else "ecdsa"
     mtls = bool(options & 0x40)
@@ -118,6 +237,9 @@ def finish(client, server, to_server, limit=20):
 
 def _describe(tls):
     """Informational calls must never fail, whatever state the connection is in."""
+    if isinstance(tls, DropinTLS):
+        tls.describe()
+        return
     tls.finished(), tls.version(), tls.cipher(), tls.selected_alpn_protocol()
     tls.session_reused(), tls.getpeercert(), tls.getpeercert(True), tls.pending_output
     tls.session
@@ -126,9 +248,10 @@ def _describe(tls):
 # ------------------------------------------------------------------------------ handshake
 
 
-def fuzz_handshake(role, data):
+def fuzz_handshake(role, data, dropin=False):
     options, payload = data[0], data[1:]
-    client, server = new_pair(options)
+    client, server = new_pair(options, dropin)
+    Error = DROPIN_ERROR if dropin else NATIVE_ERROR
     victim = client if role == "client" else server
     if role == "client":
         client.handshake()  # the ClientHello goes nowhere; the input plays the server
@@ -185,8 +308,9 @@ def op_handshake(blob):
 
 
 class Session:
-    def __init__(self, victim, peer):
+    def __init__(self, victim, peer, error):
         self.victim, self.peer = victim, peer
+        self.error = error
         self.sent = bytearray()  # genuine plaintext the peer wrote
         self.got = bytearray()  # what the victim returned as plaintext
         self.written = bytearray()  # what the victim wrote
@@ -203,7 +327,7 @@ class Session:
         was_eof = self.victim.eof
         try:
             out = self.victim.read(blob)
-        except Error:
+        except self.error:
             return
         if out and was_eof:
             raise AssertionError("plaintext returned after close_notify")
@@ -216,7 +340,7 @@ class Session:
         data = self.payload(n)
         try:
             records = self.peer.write(data)
-        except Error:
+        except self.error:
             return None
         self.sent += data
         return records
@@ -226,7 +350,7 @@ class Session:
             return
         try:
             out = self.peer.read(blob)
-        except Error:
+        except self.error:
             return
         self.peer_got += out
         if not self.written.startswith(self.peer_got):
@@ -251,7 +375,7 @@ class Session:
                 else:
                     try:
                         self.victim.handshake(blob)
-                    except Error:
+                    except self.error:
                         pass
             elif code in (OP_PEER_DATA, OP_PEER_SPLIT):
                 records = self.peer_write(arg(1) * 100 + 1)
@@ -271,7 +395,7 @@ class Session:
                 data = self.payload(arg(1) * 100 + 1) if code == OP_VICTIM_WRITE else b""
                 try:
                     out = self.victim.write(data)
-                except Error:
+                except self.error:
                     continue
                 self.written += data
                 self.to_peer(out)
@@ -283,12 +407,12 @@ class Session:
                 self.victim.release_buffers()
 
 
-def fuzz_connected(role, data, closed):
+def fuzz_connected(role, data, closed, dropin=False):
     options, ops = data[0], data[1:]
-    client, server = new_pair(options)
+    client, server = new_pair(options, dropin)
     finish(client, server, client.handshake())
     victim, peer = (client, server) if role == "client" else (server, client)
-    session = Session(victim, peer)
+    session = Session(victim, peer, DROPIN_ERROR if dropin else NATIVE_ERROR)
     if closed:
         mode = (options >> 2) & 3
         if mode in (0, 2):
@@ -305,17 +429,18 @@ def fuzz_connected(role, data, closed):
 
 
 def make_entry(target):
-    role, stage = target.split("_")
+    dropin = target.startswith("dropin_")
+    role, stage = target[len("dropin_") if dropin else 0:].split("_")
     if stage == "handshake":
         def entry(data):
             if data:
-                fuzz_handshake(role, data)
+                fuzz_handshake(role, data, dropin)
     else:
         closed = stage == "closed"
 
         def entry(data):
             if data:
-                fuzz_connected(role, data, closed)
+                fuzz_connected(role, data, closed, dropin)
     return entry
 
 

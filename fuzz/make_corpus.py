@@ -40,7 +40,7 @@ def main():
         write_certs()
     import fuzz_tls as h  # the harness's own contexts and input format
 
-    seeds = {target: [] for target in h.TARGETS}
+    seeds = {target: [] for target in h.NATIVE_TARGETS}
     chunkings = (0, 1, 3, 4)  # whole flights, 1-byte, 7-byte and 64-byte chunks
     for version_bits in (0, 1, 2):  # default, TLS 1.2 only, TLS 1.3 only
         for key_bits in (0, 1):  # ECDSA, RSA server certificate
@@ -76,6 +76,9 @@ def main():
                            + h.op(h.OP_VICTIM_CLOSE) + h.op(h.OP_PEER_DATA, 1)
                            + h.op_handshake(records[-1][:100]))
                     seeds[f"{victim}_{stage}"].append(bytes([options]) + ops)
+    # the drop-in targets take the same input format: the same flights seed them
+    for target in h.NATIVE_TARGETS:
+        seeds["dropin_" + target] = list(seeds[target])
     for target, blobs in seeds.items():
         directory = os.path.join(HERE, "corpus", target)
         os.makedirs(directory, exist_ok=True)

@@ -2,13 +2,14 @@
 fuzz/corpus/<target>/. Exits non-zero if any target finds something (an unexpected exception, a
 wrong plaintext, a crash, an input slower than --timeout) or does not stop in time.
 
-    python fuzz/run.py --seconds 60                  # every target, one after the other
+    python fuzz/run.py --seconds 60                  # every target, two at a time
     python fuzz/run.py --seconds 600 --target server_data --keep-corpus /tmp/corpus
 
 New inputs found during the run go to a scratch directory (or --keep-corpus), never into the
 committed seeds; findings are written to --artifacts (default: a scratch directory, printed).
 """
 import argparse
+import concurrent.futures
 import os
 import re
 import shutil
@@ -18,8 +19,9 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-TARGETS = ("client_handshake", "server_handshake", "client_data", "server_data",
-           "client_closed", "server_closed")
+NATIVE = ("client_handshake", "server_handshake", "client_data", "server_data", "client_closed",
+          "server_closed")
+TARGETS = NATIVE + tuple("dropin_" + t for t in NATIVE)  # as in fuzz_tls.py
 
 
 def run_target(target, args, scratch):
@@ -31,7 +33,7 @@ def run_target(target, args, scratch):
                f"-max_total_time={args.seconds}", f"-timeout={args.timeout}",
                f"-rss_limit_mb={args.rss_limit_mb}", "-print_final_stats=1",
                f"-artifact_prefix={artifacts}", corpus, os.path.join(HERE, "corpus", target)]
-    print(f"=== fuzz {target}: {args.seconds} s", flush=True)
+    print(f"=== fuzz {target}: {args.seconds} s (started)", flush=True)
     try:
         proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=args.seconds + 300, text=True, errors="replace")
@@ -59,15 +61,20 @@ def main():
     parser.add_argument("--timeout", type=int, default=10,
                         help="seconds one input may take before it counts as a hang")
     parser.add_argument("--rss-limit-mb", type=int, default=2048)
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="targets run at the same time (default 2; each uses one CPU)")
     parser.add_argument("--keep-corpus", help="directory to keep the inputs found, per target")
     parser.add_argument("--artifacts", help="directory for findings (default: scratch, printed)")
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="fasttls-fuzz-")
     failures, total = [], {}
-    for target in args.target or TARGETS:
-        failure, total[target] = run_target(target, args, scratch)
-        if failure:
-            failures.append(failure)
+    targets = args.target or TARGETS
+    with concurrent.futures.ThreadPoolExecutor(max(args.jobs, 1)) as pool:
+        results = pool.map(lambda t: run_target(t, args, scratch), targets)
+        for target, (failure, executions) in zip(targets, results):
+            total[target] = executions
+            if failure:
+                failures.append(failure)
     print("fuzz executions: " + ", ".join(f"{t} {n}" for t, n in total.items()))
     if failures:
         print("FUZZING FOUND PROBLEMS (inputs kept in %s):" % (args.artifacts or scratch))
