@@ -399,6 +399,29 @@ def _versions_of(protocol) -> "tuple[Optional[ssl.TLSVersion], Optional[ssl.TLSV
     return version, version
 
 
+def _also_for_stdlib_contexts(prop: property) -> property:
+    """`prop`, but on a context that is not a fasttls one, the C descriptor of `_ssl._SSLContext`.
+
+    While injected, `ssl.SSLContext` is `_InjectedSSLContext`, a subclass of fasttls's. The
+    stdlib's own setters (still those of contexts made before injection, or of subclasses of the
+    original class) set through `super(SSLContext, SSLContext).<name>`, a module-global lookup
+    that now lands here; delegating to the C descriptor, not to the stdlib property again, is
+    what keeps them from recursing (the bug truststore had)."""
+    name = prop.fget.__name__
+    base = getattr(_ssl._SSLContext, name)
+
+    def fget(self):
+        return prop.fget(self) if isinstance(self, SSLContext) else base.__get__(self)
+
+    def fset(self, value):
+        if isinstance(self, SSLContext):
+            prop.fset(self, value)
+        else:
+            base.__set__(self, value)
+
+    return property(fget, fset, doc=prop.__doc__)
+
+
 class SSLContext(_StdSSLContext):
     """`ssl.SSLContext`, with fasttls doing the work. Same constructor, attributes and methods.
 
@@ -636,11 +659,43 @@ class SSLContext(_StdSSLContext):
         chosen = engine._context if engine is not None else self
         return chosen._fasttls if chosen is not self else None
 
+    @property
+    def _msg_callback(self):
+        return _ssl._SSLContext._msg_callback.__get__(self)
+
+    @_msg_callback.setter
+    def _msg_callback(self, callback) -> None:
+        _ssl._SSLContext._msg_callback.__set__(self, callback)  # the unused base context's
+
     def session_stats(self) -> dict:
         ctx = self._fasttls._ctx
         return {name: getattr(lib, "SSL_CTX_sess_" + name)(ctx) for name in (
             "number", "connect", "connect_good", "connect_renegotiate", "accept", "accept_good",
             "accept_renegotiate", "hits", "misses", "timeouts", "cache_full")}
+
+
+for _name in ("verify_mode", "verify_flags", "minimum_version", "maximum_version", "options",
+              "_msg_callback"):
+    setattr(SSLContext, _name, _also_for_stdlib_contexts(getattr(SSLContext, _name)))
+del _name
+
+
+class _AnySSLContext(type):
+    """isinstance/issubclass against the injected class accept every SSL context: fasttls's,
+    and the stdlib's made before injection (aiohttp's import-time contexts, say), as code that
+    checks `isinstance(ctx, ssl.SSLContext)` expects."""
+
+    def __instancecheck__(cls, instance) -> bool:
+        return isinstance(instance, _StdSSLContext)
+
+    def __subclasscheck__(cls, subclass) -> bool:
+        return issubclass(subclass, _StdSSLContext)
+
+
+class _InjectedSSLContext(SSLContext, metaclass=_AnySSLContext):
+    """What `ssl.SSLContext` is while injected (see _also_for_stdlib_contexts)."""
+
+    __qualname__ = __name__ = "SSLContext"
 
 
 def create_default_context(purpose=ssl.Purpose.SERVER_AUTH, *, cafile=None, capath=None,
@@ -672,8 +727,8 @@ _inject_lock = threading.Lock()
 
 def _patch_points():
     """(module, attribute, replacement) for every place that hands out stdlib contexts."""
-    points = [(ssl, "SSLContext", SSLContext), (ssl, "create_default_context",
-                                                 create_default_context)]
+    points = [(ssl, "SSLContext", _InjectedSSLContext),
+              (ssl, "create_default_context", create_default_context)]
     if ssl._create_default_https_context is _std_create_default_context:
         points.append((ssl, "_create_default_https_context", create_default_context))
     try:
@@ -681,7 +736,7 @@ def _patch_points():
     except ImportError:
         urllib3_ssl = None
     if urllib3_ssl is not None and getattr(urllib3_ssl, "SSLContext", None) is _StdSSLContext:
-        points.append((urllib3_ssl, "SSLContext", SSLContext))
+        points.append((urllib3_ssl, "SSLContext", _InjectedSSLContext))
     return points
 
 
