@@ -162,6 +162,37 @@ def workload(directory):
     sctx.keylog_filename = keylog
     pump(fasttls.newtls("client", cctx, "localhost"), fasttls.newtls("server", sctx))
     sctx.keylog_filename = None
+    # the drop-in layer: ssl.SSLObject from fasttls.SSLContext over MemoryBIOs
+    dclient = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    dclient.load_verify_locations(os.path.join(directory, "ecdsa-ca.pem"))
+    dserver = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    dserver.load_cert_chain(os.path.join(directory, "ecdsa-chain.pem"),
+                            os.path.join(directory, "ecdsa-key.pem"))
+    for attempt in range(2):
+        bios = [ssl.MemoryBIO() for _ in range(4)]
+        c = dclient.wrap_bio(bios[0], bios[1], server_hostname="localhost")
+        s = dserver.wrap_bio(bios[2], bios[3], server_side=True)
+        done = [False, False]
+        for _ in range(10):
+            for k, (obj, out, into) in enumerate(((c, bios[1], bios[2]), (s, bios[3], bios[0]))):
+                try:
+                    obj.do_handshake()
+                    done[k] = True
+                except ssl.SSLWantReadError:
+                    pass
+                into.write(out.read())
+            if all(done):
+                break
+        assert all(done)
+        c.write(b"hello drop-in" * 1000)
+        bios[2].write(bios[1].read())
+        got = b""
+        while len(got) < 13000:
+            got += s.read(65536)
+        assert got == b"hello drop-in" * 1000
+        if attempt:
+            bios[0].write(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # a forged record
+            expect_error(lambda: c.read(100), ssl.SSLError)
     gc.collect()
     print("memcheck workload done")
 
