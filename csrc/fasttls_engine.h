@@ -30,12 +30,15 @@ typedef struct fasttls_conn {
     long verify_code;
     int verify_depth;
     char verify_subject[256];
+    /* Received ciphertext not yet consumed (e.g. data that came with the last handshake
+     * flight): the next fasttls_read decrypts it. */
+    size_t held_len;
     /* Private. */
     size_t out_cap, plain_cap;
     const unsigned char *in_ptr;  /* input being consumed during one call */
     size_t in_len;
-    unsigned char *held;          /* input left over between calls */
-    size_t held_len, held_cap;
+    unsigned char *held;
+    size_t held_cap;
     int from_held;                /* in_ptr points into held */
 } fasttls_conn;
 

@@ -115,7 +115,8 @@ class _Engine:
 
     # Slots: thousands of idle connections are a use case (memory per connection is measured).
     __slots__ = ("_context", "_transport", "_owner", "_tls", "_explicit_session", "_session_key",
-                 "_awaiting_input", "_maybe_held_input", "_plaintext", "_offset", "_closing")
+                 "_awaiting_input", "_plaintext", "_offset", "_closing",
+                 "_closing_reported")
 
     def __init__(self, context: "SSLContext", transport, server_side: bool,
                  server_hostname, owner, session: Optional[Session]) -> None:
@@ -132,10 +133,10 @@ class _Engine:
         self._explicit_session = session is not None
         self._session_key = None
         self._awaiting_input = False   # the handshake sent its flight and waits for the peer
-        self._maybe_held_input = False  # ciphertext that came with the last handshake flight
         self._plaintext = b""
         self._offset = 0
         self._closing = False
+        self._closing_reported = False
 
     # ---- the operations ----
 
@@ -156,7 +157,6 @@ class _Engine:
             if out:
                 self._transport.send(out)
             if tls.finished():
-                self._maybe_held_input = True
                 self._remember_session()
                 return
             self._awaiting_input = True
@@ -177,9 +177,10 @@ class _Engine:
             self.do_handshake()
         while True:
             if tls.eof:
+                self._closing_reported = True
                 return b""
-            if self._maybe_held_input:
-                data, self._maybe_held_input = b"", False
+            if self._tls.pending_input:
+                data = b""
             else:
                 try:
                     data = self._transport.receive()
@@ -218,7 +219,15 @@ class _Engine:
         return len(data) if type(data) is bytes else memoryview(data).nbytes
 
     def pending(self) -> int:
-        return len(self._plaintext) - self._offset
+        """Decrypted bytes waiting to be read. fasttls takes everything that has arrived out of
+        the incoming BIO, so a close_notify right behind the data, or data that came with the
+        last handshake flight, is no longer in the BIO; uvloop reads only while the BIO or
+        pending() is non-empty, so until read() has returned those, they count as pending."""
+        waiting = len(self._plaintext) - self._offset
+        if not waiting and (self._tls.pending_input
+                            or self._tls.eof and not self._closing_reported):
+            return 1
+        return waiting
 
     def shutdown(self):
         """Send close_notify, then wait for the peer's (want-read in the meantime)."""

@@ -321,6 +321,12 @@ class TLS:
         return error
 
     @property
+    def pending_input(self) -> bool:
+        """Received ciphertext is waiting (e.g. data that came with the last handshake
+        flight): `read()` with no new data will decrypt it."""
+        return self._conn.held_len > 0
+
+    @property
     def pending_output(self) -> bool:
         """Bytes are waiting to be sent: `write()` returns them."""
         return self._conn.out_len > 0
