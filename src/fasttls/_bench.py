@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 SUITE = "TLS_AES_256_GCM_SHA384"
 HOSTNAME = "localhost"
@@ -74,7 +74,7 @@ class Env:
         self.std_client_ctx = make_std_client_ctx(self.cert_pem)
         self.std_server_ctx = make_std_server_ctx(self.certfile, self.keyfile)
 
-        self._peer: Optional[subprocess.Popen] = None
+        self._peers: List[subprocess.Popen] = []
         self.peer_addr = None
         self._closers: List[Callable[[], None]] = []
         self.negotiated = set()     # (library, role, cipher, version) seen on every connection
@@ -83,20 +83,27 @@ class Env:
 
     def peer(self):
         """Address of the stdlib-ssl echo/sink server process (started on first use)."""
-        if self._peer is None:
-            pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(self.fasttls.__file__)))
-            env = dict(os.environ)
-            env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
-            self._peer = subprocess.Popen(
-                [sys.executable, "-c", "from fasttls._bench import peer_main; peer_main()",
-                 self.certfile, self.keyfile],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-            line = self._peer.stdout.readline()
-            if not line:
-                raise RuntimeError("benchmark peer process failed to start")
-            host, port = line.decode().split()
-            self.peer_addr = (host, int(port))
+        if self.peer_addr is None:
+            self.peer_addr = self.spawn_peer("fasttls._bench:peer_main")
         return self.peer_addr
+
+    def spawn_peer(self, entry: str):
+        """Start `module:function` in a child process with argv = certfile keyfile; it prints
+        "host port" (see announce_peer) and exits when its stdin closes, which close() does."""
+        module, function = entry.split(":")
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(self.fasttls.__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", f"from {module} import {function}; {function}()",
+             self.certfile, self.keyfile],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._peers.append(proc)
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark peer {entry} failed to start")
+        host, port = line.decode().split()
+        return host, int(port)
 
     def on_close(self, fn):
         self._closers.append(fn)
@@ -107,15 +114,15 @@ class Env:
                 self._closers.pop()()
             except Exception:
                 pass
-        if self._peer is not None:
+        while self._peers:
+            proc = self._peers.pop()
             try:
-                self._peer.stdin.close()        # the peer exits when its stdin closes
-                self._peer.wait(5)
+                proc.stdin.close()        # the peer exits when its stdin closes
+                proc.wait(5)
             except Exception:
-                self._peer.kill()
-                self._peer.wait()
-            self._peer.stdout.close()
-            self._peer = None
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
         self._tmp.cleanup()
 
     def __enter__(self):
@@ -556,15 +563,8 @@ class _PeerConn:
             self.sock.close()
 
 
-def peer_main():
-    """Entry point of the peer process: argv = certfile keyfile. Prints "host port", serves one
-    thread per connection, exits when stdin closes (i.e. when the parent goes away)."""
-    certfile, keyfile = sys.argv[1], sys.argv[2]
-    ctx = make_std_server_ctx(certfile, keyfile)
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(64)
-    host, port = lsock.getsockname()
+def announce_peer(host, port):
+    """In a peer process: tell the parent where to connect; exit when the parent goes away."""
     sys.stdout.write(f"{host} {port}\n")
     sys.stdout.flush()
 
@@ -573,6 +573,17 @@ def peer_main():
         os._exit(0)
 
     threading.Thread(target=watchdog, daemon=True).start()
+
+
+def peer_main():
+    """Entry point of the peer process: argv = certfile keyfile. Prints "host port", serves one
+    thread per connection, exits when stdin closes (i.e. when the parent goes away)."""
+    certfile, keyfile = sys.argv[1], sys.argv[2]
+    ctx = make_std_server_ctx(certfile, keyfile)
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    announce_peer(*lsock.getsockname())
     while True:
         sock, _ = lsock.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -7,9 +7,7 @@ import asyncio
 import http.client
 import os
 import ssl
-import subprocess
 import sys
-import threading
 
 from fasttls import _bench
 
@@ -19,29 +17,7 @@ HTTP_BODY = b"ok\n"
 def _http_peer(env):
     """Address of the stdlib-ssl HTTPS server process (started on first use)."""
     if getattr(env, "http_peer_addr", None) is None:
-        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(env.fasttls.__file__)))
-        child_env = dict(os.environ, PYTHONPATH=pkg_parent + os.pathsep
-                         + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from fasttls._bench_dropin import http_peer_main; "
-             "http_peer_main()", env.certfile, env.keyfile],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env)
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("benchmark HTTPS peer failed to start")
-        host, port = line.decode().split()
-        env.http_peer_addr = (host, int(port))
-
-        def stop():
-            proc.stdin.close()  # the peer exits when its stdin closes
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-
-        env.on_close(stop)
+        env.http_peer_addr = env.spawn_peer("fasttls._bench_dropin:http_peer_main")
     return env.http_peer_addr
 
 
@@ -66,15 +42,7 @@ def http_peer_main():
     server.daemon_threads = True
     server.socket = _bench.make_std_server_ctx(sys.argv[1], sys.argv[2]).wrap_socket(
         server.socket, server_side=True)
-    host, port = server.server_address[:2]
-    sys.stdout.write(f"{host} {port}\n")
-    sys.stdout.flush()
-
-    def watchdog():
-        sys.stdin.buffer.read()
-        os._exit(0)
-
-    threading.Thread(target=watchdog, daemon=True).start()
+    _bench.announce_peer(*server.server_address[:2])
     server.serve_forever()
 
 
