@@ -32,7 +32,7 @@ import trustme
 import fasttls
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
-from dropin.support import (  # noqa: E402
+from dropin.support import (
     HOST,
     IO_TIMEOUT,
     JOIN_TIMEOUT,

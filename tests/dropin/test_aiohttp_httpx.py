@@ -5,8 +5,6 @@ Injected mode: httpx builds its own context (`verify=True` reads SSL_CERT_FILE a
 `ssl.create_default_context(cafile=...)`, reached through the patched module). aiohttp's
 default contexts (`ssl=True`) are made when aiohttp is imported, so injection cannot reach them;
 there the test passes `ssl.create_default_context()`, which injection does reach."""
-import ssl
-
 import aiohttp
 import httpx
 import pytest
@@ -31,9 +29,10 @@ def aiohttp_ssl(tls_mode):
 
 async def aiohttp_get(url, ssl_context):
     timeout = aiohttp.ClientTimeout(total=IO_TIMEOUT)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        async with session.get(url, ssl=ssl_context) as resp:
-            return resp.status, await resp.read()
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
+        url, ssl=ssl_context
+    ) as resp:
+        return resp.status, await resp.read()
 
 
 def test_aiohttp_client(tls_mode, https_server):
@@ -95,9 +94,9 @@ def test_httpx_sync(tls_mode, https_server):
 
 
 def test_httpx_sync_untrusted(tls_mode, untrusted_server):
-    with httpx.Client(verify=httpx_verify(tls_mode), timeout=IO_TIMEOUT) as client:
-        with pytest.raises(httpx.ConnectError) as info:
-            client.get(untrusted_server.url("/"))
+    with httpx.Client(verify=httpx_verify(tls_mode), timeout=IO_TIMEOUT) as client, \
+            pytest.raises(httpx.ConnectError) as info:
+        client.get(untrusted_server.url("/"))
     assert_untrusted_issuer(info.value)
     tls_mode.check_engine()
 

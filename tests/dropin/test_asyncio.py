@@ -15,9 +15,9 @@ import pytest
 from .support import (
     HOST,
     IO_TIMEOUT,
+    assert_untrusted_issuer,
     asyncio_get,
     asyncio_http_handler,
-    assert_untrusted_issuer,
     body_for,
     fetch_blocking,
     run_asyncio,
