@@ -282,8 +282,36 @@ def running(args, tmp_path, name, **kwargs):
         proc.stop()
 
 
-def run_client(args, tmp_path, name, stdin_bytes=b"", stdin_path=None, env=None):
-    """Run a peer client to completion (bounded); return (returncode, stdout, stderr)."""
+def run_client(args, tmp_path, name, stdin_bytes=b"", stdin_path=None, env=None,
+               hold_stdin=False):
+    """Run a peer client to completion (bounded); return (returncode, stdout, stderr).
+
+    stdin is `stdin_bytes` or the file `stdin_path`. With `hold_stdin`, it is fed through a
+    pipe (from a thread) that stays open until the client exits: for clients that would
+    otherwise end the connection themselves at the end of their input."""
+    if hold_stdin:
+        proc = Process(args, tmp_path, name, stdin=subprocess.PIPE, env=env)
+
+        def feed():
+            try:
+                with open(stdin_path, "rb") as src:
+                    for _ in range(100000):
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        proc.proc.stdin.write(chunk)
+                proc.proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the client ended (or was killed) first
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        try:
+            proc.proc.wait(timeout=PROCESS_TIMEOUT)
+        finally:
+            proc.stop()  # closes stdin too
+            feeder.join(PROCESS_TIMEOUT)
+        return proc.proc.returncode, proc.out.read_bytes(), proc.err.read_bytes()
     stdin = subprocess.PIPE if stdin_path is None else open(stdin_path, "rb")
     try:
         proc = Process(args, tmp_path, name, stdin=stdin, env=env)
