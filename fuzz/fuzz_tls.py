@@ -193,10 +193,10 @@ class DropinTLS:
 
     def describe(self):
         obj = self.obj
-        obj.version(), obj.cipher(), obj.selected_alpn_protocol(), obj.pending()
-        obj.session_reused, obj.server_side, obj.server_hostname
+        _ = obj.version(), obj.cipher(), obj.selected_alpn_protocol(), obj.pending()
+        _ = obj.session_reused, obj.server_side, obj.server_hostname
         if self.done:
-            obj.getpeercert(), obj.getpeercert(True), obj.shared_ciphers()
+            _ = obj.getpeercert(), obj.getpeercert(True), obj.shared_ciphers()
 
 
 def new_pair(options, dropin=False):
@@ -240,9 +240,9 @@ def _describe(tls):
     if isinstance(tls, DropinTLS):
         tls.describe()
         return
-    tls.finished(), tls.version(), tls.cipher(), tls.selected_alpn_protocol()
-    tls.session_reused(), tls.getpeercert(), tls.getpeercert(True), tls.pending_output
-    tls.session
+    _ = tls.finished(), tls.version(), tls.cipher(), tls.selected_alpn_protocol()
+    _ = tls.session_reused(), tls.getpeercert(), tls.getpeercert(True), tls.pending_output
+    _ = tls.session
 
 
 # ------------------------------------------------------------------------------ handshake

@@ -10,14 +10,10 @@ list of operations (data and closed targets).
 """
 import hashlib
 import os
-import ssl
-import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-
-import fasttls  # noqa: E402
 
 
 def write_certs():

@@ -36,7 +36,8 @@ def run_target(target, args, scratch):
     print(f"=== fuzz {target}: {args.seconds} s (started)", flush=True)
     try:
         proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=args.seconds + 300, text=True, errors="replace")
+                              timeout=args.seconds + 300, text=True, errors="replace",
+                              check=False)
     except subprocess.TimeoutExpired as exc:
         print((exc.stdout or "")[-5000:] if isinstance(exc.stdout, str) else "")
         return f"{target}: did not stop within {args.seconds + 300} s (hang)", 0
