@@ -38,10 +38,17 @@ struct ctx_extra {
     unsigned char *alpn;       /* server preference list, wire format */
     size_t alpn_len;
     char *keylog_path;
+    /* The current certificate, key and chain, and whether to serve them per connection. */
+    X509 *id_cert;
+    EVP_PKEY *id_key;
+    STACK_OF(X509) *id_chain;
+    int exclusive_identity;
 };
 
 static BIO_METHOD *conn_bio_method;
 static int ctx_extra_index = -1;
+
+static int identity_callback(SSL *ssl, void *arg);
 
 static int reserve(char **buf, size_t *cap, size_t need)
 {
@@ -337,6 +344,9 @@ static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     CRYPTO_THREAD_lock_free(x->lock);
     free(x->alpn);
     free(x->keylog_path);
+    X509_free(x->id_cert);
+    EVP_PKEY_free(x->id_key);
+    sk_X509_pop_free(x->id_chain, X509_free);
     free(x);
 }
 
@@ -399,6 +409,7 @@ SSL_CTX *fasttls_ctx_new(void)
     SSL_CTX_set_security_level(ctx, 2);
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, x);
+    SSL_CTX_set_cert_cb(ctx, identity_callback, NULL);
     return ctx;
 }
 
@@ -441,40 +452,6 @@ int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path)
     return 1;
 }
 
-/* The leaf first, then its chain, from one PEM buffer. */
-int fasttls_ctx_use_chain_pem(SSL_CTX *ctx, const char *pem, size_t len)
-{
-    BIO *b = BIO_new_mem_buf(pem, (int)len);
-    X509 *x;
-    int ok = 0;
-    if (b == NULL)
-        return 0;
-    x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
-    if (x == NULL)
-        goto done;
-    ok = SSL_CTX_use_certificate(ctx, x);
-    X509_free(x);
-    if (!ok || !SSL_CTX_clear_chain_certs(ctx)) {
-        ok = 0;
-        goto done;
-    }
-    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-        if (!SSL_CTX_add0_chain_cert(ctx, x)) {
-            X509_free(x);
-            ok = 0;
-            goto done;
-        }
-    }
-    /* The loop ends on "no start line": the end of the buffer, not an error. */
-    if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE)
-        ERR_clear_error();
-    else
-        ok = 0;
-done:
-    BIO_free(b);
-    return ok;
-}
-
 struct password {
     const char *data;
     size_t len;
@@ -491,22 +468,85 @@ static int password_callback(char *buf, int size, int rwflag, void *u)
     return (int)pw->len;
 }
 
-int fasttls_ctx_use_key_pem(SSL_CTX *ctx, const char *pem, size_t len, const char *password,
-                            size_t password_len)
+/* The leaf first, then its chain, from one PEM buffer; NULL and no chain on error. */
+static X509 *read_chain(const char *pem, size_t len, STACK_OF(X509) **chain)
 {
-    struct password pw = {password, password_len};
     BIO *b = BIO_new_mem_buf(pem, (int)len);
-    EVP_PKEY *key;
-    int ok;
-    if (b == NULL)
-        return 0;
-    key = PEM_read_bio_PrivateKey(b, NULL, password_callback, &pw);
+    X509 *leaf = b != NULL ? PEM_read_bio_X509_AUX(b, NULL, NULL, NULL) : NULL;
+    X509 *x;
+    *chain = leaf != NULL ? sk_X509_new_null() : NULL;
+    while (*chain != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_push(*chain, x)) {
+            X509_free(x);
+            break;
+        }
+    }
+    /* The loop ends on "no start line": the end of the buffer, not an error. */
+    if (*chain != NULL && ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE) {
+        ERR_clear_error();
+    } else {
+        sk_X509_pop_free(*chain, X509_free);
+        *chain = NULL;
+        X509_free(leaf);
+        leaf = NULL;
+    }
     BIO_free(b);
-    if (key == NULL)
-        return 0;
-    ok = SSL_CTX_use_PrivateKey(ctx, key) && SSL_CTX_check_private_key(ctx);
-    EVP_PKEY_free(key);
+    return leaf;
+}
+
+/* A reload that changes the key type (RSA <-> ECDSA) would leave the old certificate in the
+ * context (OpenSSL keeps one per key type, and no call removes one), still chosen for clients
+ * that prefer its type. Such contexts serve their current identity per connection instead. */
+static int identity_callback(SSL *ssl, void *arg)
+{
+    struct ctx_extra *x = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_extra_index);
+    int ok = 1;
+    (void)arg;
+    if (x == NULL || !x->exclusive_identity || !CRYPTO_THREAD_read_lock(x->lock))
+        return 1;
+    SSL_certs_clear(ssl);
+    ok = SSL_use_cert_and_key(ssl, x->id_cert, x->id_key, x->id_chain, 1);
+    CRYPTO_THREAD_unlock(x->lock);
     return ok;
+}
+
+/* Certificate chain and key: 1 done, 0 the chain is unreadable, -1 the key is unreadable or
+ * does not match. Replaces the previous identity for connections created afterwards. */
+int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_len,
+                             const char *key_pem, size_t key_len, const char *password,
+                             size_t password_len)
+{
+    struct ctx_extra *x = SSL_CTX_get_ex_data(ctx, ctx_extra_index);
+    struct password pw = {password, password_len};
+    STACK_OF(X509) *chain = NULL;
+    X509 *leaf = read_chain(chain_pem, chain_len, &chain), *current;
+    EVP_PKEY *key = NULL;
+    BIO *b;
+    int result = -1;
+    if (leaf == NULL)
+        return 0;
+    if ((b = BIO_new_mem_buf(key_pem, (int)key_len)) != NULL) {
+        key = PEM_read_bio_PrivateKey(b, NULL, password_callback, &pw);
+        BIO_free(b);
+    }
+    current = SSL_CTX_get0_certificate(ctx);
+    if (key != NULL && X509_check_private_key(leaf, key) &&
+        SSL_CTX_use_cert_and_key(ctx, leaf, key, chain, 1) && CRYPTO_THREAD_write_lock(x->lock)) {
+        if (current != NULL &&
+            EVP_PKEY_base_id(X509_get0_pubkey(current)) != EVP_PKEY_base_id(key))
+            x->exclusive_identity = 1;
+        X509_free(x->id_cert);
+        EVP_PKEY_free(x->id_key);
+        sk_X509_pop_free(x->id_chain, X509_free);
+        x->id_cert = leaf, x->id_key = key, x->id_chain = chain;
+        leaf = NULL, key = NULL, chain = NULL;
+        CRYPTO_THREAD_unlock(x->lock);
+        result = 1;
+    }
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    sk_X509_pop_free(chain, X509_free);
+    return result;
 }
 
 /* Trust anchors from memory, PEM or concatenated DER; returns how many were added, -1 on error. */

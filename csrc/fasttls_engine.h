@@ -48,9 +48,9 @@ int fasttls_ctx_lock(SSL_CTX *ctx);
 void fasttls_ctx_unlock(SSL_CTX *ctx);
 int fasttls_ctx_set_alpn(SSL_CTX *ctx, const unsigned char *wire, size_t len);
 int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path);
-int fasttls_ctx_use_chain_pem(SSL_CTX *ctx, const char *pem, size_t len);
-int fasttls_ctx_use_key_pem(SSL_CTX *ctx, const char *pem, size_t len,
-                            const char *password, size_t password_len);
+int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_len,
+                             const char *key_pem, size_t key_len, const char *password,
+                             size_t password_len);
 int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t len, int pem);
 X509_STORE *fasttls_store_new(const char *cafile, const char *capath, int defaults);
 X509_STORE *fasttls_store_copy(X509_STORE *from, int default_dir);

@@ -188,15 +188,18 @@ class Context:
     def set_cert(self, cert: PathOrPEM, key: Optional[PathOrPEM] = None,
                  password: Password = None) -> None:
         """Use a certificate chain (leaf first) and its private key: file paths or PEM bytes.
-        `key=None` takes the key from `cert`. `password` decrypts an encrypted key."""
+        `key=None` takes the key from `cert`. `password` decrypts an encrypted key. Calling it
+        again replaces the certificate for connections created afterwards (reload)."""
         chain = _read_pem(cert)
         key_pem = chain if key is None else _read_pem(key)
-        if not lib.fasttls_ctx_use_chain_pem(self._ctx, chain, len(chain)):
-            raise error_from_queue("cannot load the certificate chain")
         secret = _password_bytes(password)
-        if not lib.fasttls_ctx_use_key_pem(self._ctx, key_pem, len(key_pem),
-                                           secret if secret is not None else ffi.NULL,
-                                           len(secret or b"")):
+        result = lib.fasttls_ctx_use_identity(self._ctx, chain, len(chain), key_pem,
+                                              len(key_pem),
+                                              secret if secret is not None else ffi.NULL,
+                                              len(secret or b""))
+        if result == 0:
+            raise error_from_queue("cannot load the certificate chain")
+        if result < 0:
             reason = "wrong password or bad key" if secret is not None else (
                 "no key, a bad key, or an encrypted key without a password")
             raise error_from_queue(f"cannot load the private key ({reason}), or it does not "
