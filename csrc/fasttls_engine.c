@@ -6,8 +6,10 @@
  * and handed to Python in one piece. Both directions share one BIO. */
 #include "fasttls_engine.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -49,6 +51,44 @@ static BIO_METHOD *conn_bio_method;
 static int ctx_extra_index = -1;
 
 static int identity_callback(SSL *ssl, void *arg);
+
+/* Interpreter exit: OpenSSL's own atexit handler tears the library down while daemon threads
+ * may still be inside it. fasttls_quiesce, run by Python's atexit in the main thread before
+ * that, waits for the operations in flight to leave; from then on, other threads entering
+ * fasttls are parked (the process is about to end them, as CPython parks daemon threads that
+ * want the GIL back), and only the exiting thread itself may still use it. */
+static int shutting_down;
+static long in_flight;
+static pthread_t exiting_thread;
+
+static int enter(void)
+{
+    struct timespec forever = {3600, 0};
+    __atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
+    if (!__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE) ||
+        pthread_equal(pthread_self(), exiting_thread))
+        return 1;
+    __atomic_sub_fetch(&in_flight, 1, __ATOMIC_RELEASE);
+    for (;;)
+        nanosleep(&forever, NULL);
+    return 0;
+}
+
+static void leave(void)
+{
+    __atomic_sub_fetch(&in_flight, 1, __ATOMIC_RELEASE);
+}
+
+int fasttls_quiesce(int timeout_ms)
+{
+    struct timespec pause = {0, 1000000};
+    exiting_thread = pthread_self();
+    __atomic_store_n(&shutting_down, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&in_flight, __ATOMIC_ACQUIRE) > 0 && timeout_ms-- > 0)
+        nanosleep(&pause, NULL);
+    return __atomic_load_n(&in_flight, __ATOMIC_ACQUIRE) == 0;
+}
+
 
 static int reserve(char **buf, size_t *cap, size_t need)
 {
@@ -589,7 +629,7 @@ int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t le
  * first: with reference cycles, CPython runs every finalizer (the one releasing these included)
  * before it frees anything, and another object's finalizer may still use the connection. A
  * released connection has ssl == NULL, and every operation then fails cleanly. */
-int fasttls_conn_init(fasttls_conn *c, SSL_CTX *ctx, int server)
+static int fasttls_conn_init_inner(fasttls_conn *c, SSL_CTX *ctx, int server)
 {
     CRYPTO_RWLOCK *lock = conf_lock(ctx);
     BIO *b;
@@ -659,7 +699,7 @@ int fasttls_conn_set_peer_name(fasttls_conn *c, const char *name, int is_ip, int
     return X509_VERIFY_PARAM_set1_host(param, name, 0);
 }
 
-int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
+static int fasttls_handshake_inner(fasttls_conn *c, const unsigned char *data, size_t len)
 {
     CRYPTO_RWLOCK *lock;
     int r, status = FASTTLS_OK;
@@ -685,7 +725,7 @@ int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
 
 /* Returns the plaintext length (in c->plain), or a negative status; on FASTTLS_CLOSED and
  * FASTTLS_ERROR, plain_len still counts the plaintext decrypted before. */
-ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
+static ptrdiff_t fasttls_read_inner(fasttls_conn *c, const unsigned char *data, size_t len)
 {
     int status;
     size_t n;
@@ -743,7 +783,7 @@ ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
 
 /* Returns how many bytes of c->out to send, all of them; they count as taken (out_len is 0
  * again), so the caller copies them before its next call on this connection. */
-ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
+static ptrdiff_t fasttls_write_inner(fasttls_conn *c, const unsigned char *data, size_t len)
 {
     size_t written, n;
     if (c->ssl == NULL)
@@ -760,7 +800,7 @@ ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
     return (ptrdiff_t)n;
 }
 
-int fasttls_shutdown(fasttls_conn *c)
+static int fasttls_shutdown_inner(fasttls_conn *c)
 {
     int r;
     if (c->ssl == NULL)
@@ -1073,4 +1113,60 @@ size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, 
     if (SSL_session_reused(c->ssl) ^ !server)
         return SSL_get_finished(c->ssl, buf, len);
     return SSL_get_peer_finished(c->ssl, buf, len);
+}
+
+/* ---- entry points that run OpenSSL: counted in flight (see fasttls_quiesce) ---- */
+
+int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
+{
+    int result;
+    if (!enter())
+        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
+    result = fasttls_handshake_inner(c, data, len);
+    leave();
+    return result;
+}
+
+
+ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
+{
+    ptrdiff_t result;
+    if (!enter())
+        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
+    result = fasttls_read_inner(c, data, len);
+    leave();
+    return result;
+}
+
+
+ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
+{
+    ptrdiff_t result;
+    if (!enter())
+        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
+    result = fasttls_write_inner(c, data, len);
+    leave();
+    return result;
+}
+
+
+int fasttls_shutdown(fasttls_conn *c)
+{
+    int result;
+    if (!enter())
+        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
+    result = fasttls_shutdown_inner(c);
+    leave();
+    return result;
+}
+
+
+int fasttls_conn_init(fasttls_conn *c, SSL_CTX *ctx, int server)
+{
+    int result;
+    if (!enter())
+        return 0; /* not reached: enter() parks other threads at exit */
+    result = fasttls_conn_init_inner(c, ctx, server);
+    leave();
+    return result;
 }

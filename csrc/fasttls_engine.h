@@ -43,6 +43,7 @@ typedef struct fasttls_conn {
 } fasttls_conn;
 
 int fasttls_init(void);
+int fasttls_quiesce(int timeout_ms);
 SSL_CTX *fasttls_ctx_new(void);
 int fasttls_ctx_lock(SSL_CTX *ctx);
 void fasttls_ctx_unlock(SSL_CTX *ctx);

@@ -1,4 +1,6 @@
 """The only importer of the compiled module: one-time initialisation and a build check."""
+import atexit
+
 from fasttls._fasttls import ffi, lib
 from fasttls._version import __version__
 
@@ -12,6 +14,10 @@ if _built_for != __version__:
     )
 if not lib.fasttls_init():
     raise ImportError("fasttls: OpenSSL could not be initialised")
+
+# Before OpenSSL's own exit handler runs (it frees what daemon threads may still be using):
+# wait up to 2 s for the operations in flight, then park threads that enter (see the engine).
+atexit.register(lib.fasttls_quiesce, 2000)
 
 OPENSSL_VERSION = ffi.string(lib.OpenSSL_version(lib.OPENSSL_VERSION)).decode()
 
