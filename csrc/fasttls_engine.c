@@ -1117,56 +1117,38 @@ size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, 
 
 /* ---- entry points that run OpenSSL: counted in flight (see fasttls_quiesce) ---- */
 
+/* enter() returns 0 only if it could not park the thread, which does not happen. */
+#define IN_FLIGHT(type, call)                                                                  \
+    do {                                                                                       \
+        type result_;                                                                          \
+        if (!enter())                                                                          \
+            return (type)FASTTLS_ERROR;                                                        \
+        result_ = (call);                                                                      \
+        leave();                                                                               \
+        return result_;                                                                        \
+    } while (0)
+
 int fasttls_handshake(fasttls_conn *c, const unsigned char *data, size_t len)
 {
-    int result;
-    if (!enter())
-        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
-    result = fasttls_handshake_inner(c, data, len);
-    leave();
-    return result;
+    IN_FLIGHT(int, fasttls_handshake_inner(c, data, len));
 }
-
 
 ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len)
 {
-    ptrdiff_t result;
-    if (!enter())
-        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
-    result = fasttls_read_inner(c, data, len);
-    leave();
-    return result;
+    IN_FLIGHT(ptrdiff_t, fasttls_read_inner(c, data, len));
 }
-
 
 ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
 {
-    ptrdiff_t result;
-    if (!enter())
-        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
-    result = fasttls_write_inner(c, data, len);
-    leave();
-    return result;
+    IN_FLIGHT(ptrdiff_t, fasttls_write_inner(c, data, len));
 }
-
 
 int fasttls_shutdown(fasttls_conn *c)
 {
-    int result;
-    if (!enter())
-        return FASTTLS_ERROR; /* not reached: enter() parks other threads at exit */
-    result = fasttls_shutdown_inner(c);
-    leave();
-    return result;
+    IN_FLIGHT(int, fasttls_shutdown_inner(c));
 }
-
 
 int fasttls_conn_init(fasttls_conn *c, SSL_CTX *ctx, int server)
 {
-    int result;
-    if (!enter())
-        return 0; /* not reached: enter() parks other threads at exit */
-    result = fasttls_conn_init_inner(c, ctx, server);
-    leave();
-    return result;
+    IN_FLIGHT(int, fasttls_conn_init_inner(c, ctx, server));
 }

@@ -142,7 +142,7 @@ class TLS:
         # is released by a finalizer of its own, after which operations fail cleanly (see
         # fasttls_conn_init).
         conn = ffi.new("fasttls_conn *")
-        if not lib.fasttls_conn_init(conn, ctx._ctx, self._server):  # under ctx's read lock
+        if lib.fasttls_conn_init(conn, ctx._ctx, self._server) != 1:  # under ctx's read lock
             raise error_from_queue("cannot create a TLS connection")
         self._conn = conn
         self._release = ffi.gc(conn, lib.fasttls_conn_release)
