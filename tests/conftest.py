@@ -6,6 +6,8 @@ import shutil
 import pytest
 import trustme
 
+from tls_pump import pump  # noqa: F401  (re-exported for the tests)
+
 IN_CI = os.environ.get("CI") == "true"
 
 
@@ -38,21 +40,3 @@ def server_cert(ca):
 @pytest.fixture(scope="session")
 def ec_server_cert(ec_ca):
     return ec_ca.issue_cert("localhost", "127.0.0.1", "::1", key_type=trustme.KeyType.ECDSA)
-
-
-def pump(client, server, limit=50):
-    """Run the handshake of two fasttls TLS objects in memory until both finish.
-
-    The server's last flight under TLS 1.3 (session tickets) is post-handshake data, so the
-    client consumes it with read(). Bounded: fails after `limit` round trips."""
-    to_server = client.handshake()
-    for _ in range(limit):
-        to_client = server.handshake(to_server)
-        if client.finished():
-            assert client.read(to_client) == b""
-            return
-        to_server = client.handshake(to_client)
-        if client.finished() and server.finished():
-            assert to_server == b""
-            return
-    raise AssertionError("handshake did not complete within %d round trips" % limit)

@@ -49,27 +49,12 @@ def workload(directory):
     import ssl
 
     import fasttls
+    from tls_pump import pump
 
     def pem(name):
         with open(os.path.join(directory, name + ".pem"), "rb") as f:
             return f.read()
 
-    def pump(client, server):
-        to_server = client.handshake()
-        for _ in range(20):
-            if not server.finished():
-                to_client = server.handshake(to_server)
-            else:
-                to_client = b""
-                assert server.read(to_server) == b""
-            if not client.finished():
-                to_server = client.handshake(to_client)
-            else:
-                to_server = b""
-                assert client.read(to_client) == b""
-            if client.finished() and server.finished() and not to_server:
-                return
-        raise AssertionError("handshake did not complete")
 
     def server_ctx(kind, **options):
         ctx = fasttls.newctx(**options)

@@ -20,6 +20,7 @@ import time
 import pytest
 
 import fasttls
+from tls_pump import pump
 
 THREADS = 16
 CONNECTIONS = int(os.environ.get("FASTTLS_CONCURRENCY_CONNECTIONS", "1000"))
@@ -42,22 +43,6 @@ def identities(ec_ca):
     return out
 
 
-def pump(client, server):
-    to_server = client.handshake()
-    for _ in range(20):
-        if not server.finished():
-            to_client = server.handshake(to_server)
-        else:
-            to_client = b""
-            assert server.read(to_server) == b""
-        if not client.finished():
-            to_server = client.handshake(to_client)
-        else:
-            to_server = b""
-            assert client.read(to_client) == b""
-        if client.finished() and server.finished() and not to_server:
-            return
-    raise AssertionError("handshake did not complete")
 
 
 def join_all(threads, deadline):

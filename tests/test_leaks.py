@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+from tls_pump import pump
 
 DEFAULT_HANDSHAKES = 100_000
 MAX_GROWTH = 0.05
@@ -30,22 +31,6 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _pump(client, server):
-    to_server = client.handshake()
-    for _ in range(20):
-        if not server.finished():
-            to_client = server.handshake(to_server)
-        else:
-            to_client = b""
-            assert server.read(to_server) == b""
-        if not client.finished():
-            to_server = client.handshake(to_client)
-        else:
-            to_server = b""
-            assert client.read(to_client) == b""  # TLS 1.3 session tickets
-        if client.finished() and server.finished() and not to_server:
-            return
-    raise AssertionError("handshake did not complete")
 
 
 def child(count, certdir):
@@ -89,7 +74,7 @@ def child(count, certdir):
         resume = session if i % 10 == 0 and session is not None else None
         client = fasttls.newtls("client", cctx, "localhost", session=resume)
         server = fasttls.newtls("server", server_ctx)
-        _pump(client, server)
+        pump(client, server)
         data = big if i % 100 == 1 else payload
         received = server.read(client.write(data))
         while len(received) < len(data):
@@ -118,7 +103,7 @@ def child(count, certdir):
             wrong = fasttls.newtls("client", cctx, "wrong.example")
             srv = fasttls.newtls("server", server_ctx)
             try:
-                _pump(wrong, srv)
+                pump(wrong, srv)
                 raise AssertionError("wrong host accepted")
             except fasttls.SSLCertVerificationError:
                 pass

@@ -14,6 +14,7 @@ import weakref
 import pytest
 
 import fasttls
+from tls_pump import pump
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +39,6 @@ def client_ctx(pems, **options):
     return fasttls.newctx(cadata=pems["ca"], **options)
 
 
-def pump(client, server):
-    to_server = client.handshake()
-    for _ in range(20):
-        if not server.finished():
-            to_client = server.handshake(to_server)
-        else:
-            to_client = b""
-            assert server.read(to_server) == b""
-        if not client.finished():
-            to_server = client.handshake(to_client)
-        else:
-            to_server = b""
-            assert client.read(to_client) == b""
-        if client.finished() and server.finished() and not to_server:
-            return
-    raise AssertionError("handshake did not complete")
 
 
 def exchange(client, server, data=b"ping"):
