@@ -71,7 +71,7 @@ def _peer_name(hostname: str) -> "tuple[str, bool]":
     if _is_ip_address(name):
         return name, True
     name = name.rstrip(".")
-    if not name or "\0" in name:
+    if not name:
         raise ValueError(f"invalid hostname {hostname!r}")
     if not name.isascii():
         name = name.encode("idna").decode("ascii")
