@@ -1,4 +1,4 @@
-"""Builds fasttls._fasttls: the C engine plus the few OpenSSL calls the Python side makes itself.
+"""Builds `_fasttls`, a top-level module: the C engine plus the few OpenSSL calls the Python side makes itself.
 
 Run by setuptools through `cffi_modules` (API mode: compiled against the headers at install).
 FASTTLS_OPENSSL_DIR points the build at an OpenSSL outside the compiler's default paths (its
@@ -209,11 +209,12 @@ void ERR_clear_error(void);
 
 """
 
-VERSION = re.search(r'"(.+)"', (HERE.parent / "src" / "fasttls" / "_version.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "(.+)"', (HERE.parent / "fasttls" / "_version.py").read_text()).group(1)
 
 ffibuilder = FFI()
 CDEF_CALLBACKS = """
 const char *fasttls_build_version(void);
+static const int FASTTLS_ABI;
 extern "Python+C" int fasttls_on_server_name(fasttls_conn *);
 """
 
@@ -221,7 +222,9 @@ ffibuilder.cdef(CDEF_OPENSSL + engine_cdef() + CDEF_CALLBACKS)
 
 _include_dirs, _library_dirs = openssl_paths()
 ffibuilder.set_source(
-    "fasttls._fasttls",
+    # Top level, beside the pure-Python package: a checkout's fasttls/ (on sys.path when run from
+    # the repository root) never shadows the compiled part installed in site-packages.
+    "_fasttls",
     '#include "fasttls_engine.h"\n#include <openssl/err.h>\n#include <openssl/x509v3.h>\n'
     # Checked at import: a stale build of another version must not load silently.
     f'static const char *fasttls_build_version(void) {{ return "{VERSION}"; }}\n',

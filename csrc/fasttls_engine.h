@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <openssl/ssl.h>
 
+/* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
+ * expects, so a checkout never runs against a compiled module of another engine. */
+#define FASTTLS_ABI 1
+
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
 #define FASTTLS_ERROR (-1)      /* fatal: see ssl_error, err_code, verify_* */

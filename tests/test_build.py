@@ -153,3 +153,18 @@ def test_setup_build_stops_with_the_message(tmp_path):
     for hint in COMPILER_HINTS:
         assert hint in output, output
     assert "Traceback" not in output, output
+
+
+def test_engine_abi_matches_the_header():
+    """The ABI number the Python side expects is the one the engine header declares, and the
+    installed compiled module was built from that header."""
+    import re
+
+    import _fasttls
+
+    from fasttls._version import ENGINE_ABI
+
+    header = (ROOT / "csrc" / "fasttls_engine.h").read_text()
+    declared = int(re.search(r"#define FASTTLS_ABI (\d+)", header).group(1))
+    assert declared == ENGINE_ABI
+    assert _fasttls.lib.FASTTLS_ABI == ENGINE_ABI

@@ -1,8 +1,9 @@
 """The only importer of the compiled module: one-time initialisation and a build check."""
 import atexit
 
-from fasttls._fasttls import ffi, lib
-from fasttls._version import __version__
+from _fasttls import ffi, lib
+
+from fasttls._version import ENGINE_ABI, __version__
 
 __all__ = ["ffi", "lib", "OPENSSL_VERSION", "make_self_signed"]
 
@@ -11,6 +12,11 @@ if _built_for != __version__:
     raise ImportError(
         f"fasttls: the compiled module was built for fasttls {_built_for}, "
         f"but this is fasttls {__version__}; reinstall fasttls"
+    )
+if lib.FASTTLS_ABI != ENGINE_ABI:
+    raise ImportError(
+        f"fasttls: the compiled module has engine ABI {lib.FASTTLS_ABI}, this code expects "
+        f"{ENGINE_ABI}; reinstall fasttls (pip install .)"
     )
 if not lib.fasttls_init():
     raise ImportError("fasttls: OpenSSL could not be initialised")
