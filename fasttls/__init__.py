@@ -4,7 +4,7 @@ The sans-IO API (`newctx`, `newtls`) and socket helpers in the style of skynet's
 `http.tlshelper`. See docs/API.md."""
 from fasttls._binding import OPENSSL_VERSION
 from fasttls._context import Context, newctx
-from fasttls._dropin import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
+from fasttls.stdlib import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
 from fasttls._errors import SSLCertVerificationError, SSLEOFError, SSLError, SSLZeroReturnError
 from fasttls._tls import TLS, Session, newtls
 from fasttls._version import __version__

@@ -22,11 +22,20 @@ per want-read is where much of the stdlib's time goes on small messages).
   authenticated record by record, so `read()` returns it first and raises on the next call.
 * Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): TLS 1.2 renegotiation requests get a
   no_renegotiation warning alert; TLS 1.3 has none.
+
+One owner
+---------
+This object is the only owner of a connection's state (`state`, a `State`) and of its plaintext
+buffer: `read(data, size)` returns at most `size` bytes and keeps the rest here, so the socket
+helpers and the stdlib adapter (fasttls.stdlib) keep no flags and no buffers of their own, and
+nothing already decrypted can be lost between layers (an adapter whose send fails after a read
+gives the plaintext back with `unread()`).
 """
+import enum
 import socket
 import ssl
 import weakref
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from fasttls._binding import ffi, lib
 from fasttls._certinfo import certificate_der, certificate_dict
@@ -65,6 +74,9 @@ def _is_ip_address(name: str) -> bool:
 
 def _peer_name(hostname: str) -> "tuple[str, bool]":
     """(the name to send and check, whether it is an IP address) for a client's hostname."""
+    if not hostname or hostname.startswith("."):
+        # As the stdlib: OpenSSL would take ".example.com" as "any subdomain of example.com".
+        raise ValueError("server_hostname cannot be an empty string or start with a leading dot.")
     name = hostname.strip("[]")
     if not name or "\0" in name:
         raise ValueError(f"invalid hostname {hostname!r}")
@@ -96,26 +108,37 @@ def fasttls_on_server_name(conn):
     name = ffi.string(raw).decode("ascii", "replace") if raw != ffi.NULL else None
     try:
         chosen = callback(tls, name)
-        if chosen is not None and chosen is not tls._context:
+        if chosen is not None:
             if not isinstance(chosen, Context):
                 raise TypeError(f"sni_callback must return a Context or None, not {chosen!r}")
-            if not lib.fasttls_conn_switch_ctx(conn, chosen._ctx):  # locks `chosen` itself
-                raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch to the context chosen by "
-                               "sni_callback")
-            tls._context = chosen
+            tls.set_context(chosen)  # all of its settings, its verify mode included
     except BaseException as exc:  # re-raised by handshake(); never across the C frames
         tls._callback_error = exc
         return 0
     return 1
 
 
+class State(enum.Enum):
+    """Where a connection is. Only `TLS` changes it."""
+
+    HANDSHAKING = "handshaking"   # before and during the handshake
+    OPEN = "open"                 # data flows both ways
+    PEER_CLOSED = "peer closed"   # the peer's close_notify arrived: reads end, writes go on
+    CLOSING = "closing"           # we sent close_notify and wait for the peer's
+    CLOSED = "closed"             # both close_notify seen, or closed before/without a handshake
+    BROKEN = "broken"             # a fatal error: nothing more can be read or written
+
+
 class Session:
-    """A TLS session from a finished client connection, for `newtls(..., session=)`."""
+    """A TLS session from a finished client connection, for `newtls(..., session=)`. It may
+    only be used with the Context it came from (a session carries the verification result of
+    its first handshake: resumed on another Context, it would skip that Context's checks)."""
 
-    __slots__ = ("_ptr",)
+    __slots__ = ("_ptr", "_context", "__weakref__")
 
-    def __init__(self, ptr) -> None:
+    def __init__(self, ptr, context: Optional[Context] = None) -> None:
         self._ptr = ffi.gc(ptr, lib.SSL_SESSION_free)
+        self._context = context
 
     @property
     def resumable(self) -> bool:
@@ -125,9 +148,9 @@ class Session:
 class TLS:
     """One TLS connection, client or server, over bytes. See the module docstring."""
 
-    __slots__ = ("_conn", "_context", "_server", "_hostname", "_started", "_done", "_closed",
-                 "_broken", "_pending_error", "eof", "_readable", "_writable", "_callback_error",
-                 "owner", "_release", "__weakref__")
+    __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done", "_readable",
+                 "_writable", "_buffer", "_offset", "_pending_error", "_eof_returned",
+                 "_callback_error", "owner", "transport", "_release", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -147,24 +170,28 @@ class TLS:
         self._conn = conn
         self._release = ffi.gc(conn, lib.fasttls_conn_release)
         self._callback_error: Optional[BaseException] = None
-        if self._server and ctx.sni_callback is not None:
-            _servers_by_conn[_address(conn)] = self
+        if self._server:
+            _servers_by_conn[_address(conn)] = self  # for the SNI hook, if the context has one
         self._context = ctx  # the SSL holds the SSL_CTX; this keeps the Python side too
         self._hostname: Optional[str] = None
-        self._started = self._done = self._closed = self._broken = False
-        self._pending_error: Optional[SSLError] = None
-        self.eof = False
-        self.owner = None  # free for the application (the stdlib layer keeps its SSLObject here)
-        # The fast paths test one flag each: handshake done, and nothing closed or failed.
+        self._state = State.HANDSHAKING
+        self._started = False  # the first handshake step was taken
+        self._done = False  # the handshake completed (stays True if the connection breaks later)
+        # Plaintext decrypted but not yet returned: one buffer, read from `_offset` on.
+        self._buffer = b""
+        self._offset = 0
+        self._pending_error: Optional[SSLError] = None  # raised once the buffer is drained
+        self._eof_returned = False
+        # The fast paths test one flag each; `_set_state` and the buffer keep them true to the
+        # state: `_readable` means "open, nothing buffered, no error waiting".
         self._readable = self._writable = False
+        self.owner: Any = None  # free for the application (the stdlib adapter keeps itself here)
+        self.transport: Any = None  # the socket the helpers use for this connection
         lib.fasttls_conn_set_verify(conn, ctx._openssl_verify_mode(self._server))
         if hostname is not None:
             self.set_hostname(hostname)
         if session is not None:
-            if self._server:
-                raise ValueError("session can only be given to a client connection")
-            if not lib.SSL_set_session(conn.ssl, session._ptr):
-                raise SSLError(ssl.SSL_ERROR_SSL, "cannot use this session")
+            self.set_session(session)
 
     def set_hostname(self, hostname: Optional[str]) -> None:
         """The server's name: sent as SNI (if a DNS name) and checked against its certificate.
@@ -179,17 +206,73 @@ class TLS:
         name, is_ip = _peer_name(hostname)
         check = self._context._hostname_check_level()
         if not lib.fasttls_conn_set_peer_name(self._conn, name.encode(), is_ip, check, True):
+            lib.ERR_clear_error()  # a failure here must not surface on a later call
             raise ValueError(f"invalid hostname {hostname!r}")
         self._hostname = hostname
+
+    def set_session(self, session: Session) -> None:
+        """Resume `session` (client side, before the handshake). It must come from this
+        connection's Context (ValueError otherwise, as with the stdlib)."""
+        if not isinstance(session, Session):
+            raise TypeError(f"session must be a fasttls Session, not {type(session).__name__}")
+        if self._server:
+            raise ValueError("Cannot set session for server-side SSLSocket.")
+        if self._started:
+            raise ValueError("Cannot set session after handshake.")
+        if session._context is not self._context:
+            raise ValueError("Session refers to a different SSLContext.")
+        if not lib.SSL_set_session(self._ssl(), session._ptr):
+            lib.ERR_clear_error()
+            raise SSLError(ssl.SSL_ERROR_SSL, "cannot use this session")
+
+    @property
+    def context(self) -> Context:
+        return self._context
+
+    def set_context(self, ctx: Context) -> None:
+        """Serve (or connect) from another Context: its certificate, trust store, verify mode
+        and hostname check. Before the handshake, or from a server's sni_callback."""
+        if not isinstance(ctx, Context):
+            raise TypeError("ctx must be a fasttls Context (from newctx())")
+        if ctx is self._context:
+            return
+        if self._done:
+            raise ValueError("the context cannot change after the handshake")
+        if not self._server:
+            ctx._prepare_client()
+        if not lib.fasttls_conn_switch_ctx(self._conn, ctx._ctx):  # locks `ctx` itself
+            lib.ERR_clear_error()
+            raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch the connection to another context")
+        self._context = ctx
+        lib.fasttls_conn_set_verify(self._conn, ctx._openssl_verify_mode(self._server))
+        if not self._server and self._hostname is not None:
+            hostname, self._hostname = self._hostname, None
+            self.set_hostname(hostname)  # the new context's hostname check
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _set_state(self, state: State) -> None:
+        self._state = state
+        self._writable = state is State.OPEN or state is State.PEER_CLOSED
+        self._readable = ((state is State.OPEN or state is State.CLOSING)
+                          and self._offset >= len(self._buffer) and self._pending_error is None)
 
     # ---- the four operations ----
 
     def handshake(self, data: Buffer = b"") -> bytes:
         """Feed received bytes, advance the handshake, return all bytes to send."""
+        state = self._state
+        if state is not State.HANDSHAKING:
+            if state is State.BROKEN:
+                raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+            if not self._done:
+                raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+            return self._take_output()
         if not self._started:
-            self._start()
-        if self._broken:
-            raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+            self._check_start()
+            self._started = True
         if type(data) is not bytes:
             data = ffi.from_buffer(data)
         status = lib.fasttls_handshake(self._conn, data, len(data))
@@ -197,55 +280,127 @@ class TLS:
             error = self._failure()
             if self._callback_error is not None:
                 callback_error, self._callback_error = self._callback_error, None
+                if not isinstance(callback_error, ssl.SSLError):
+                    # As the stdlib: the handshake fails with an SSL error; the callback's
+                    # exception is its cause.
+                    error.__cause__ = callback_error
+                    raise error
                 callback_error.alert = error.alert  # still to be sent to the peer
                 raise callback_error
             raise error
-        if status == _OK and not self._done:
-            self._done = self._readable = True
-            self._writable = not self._closed
+        if status == _OK:
+            self._done = True
+            self._set_state(State.OPEN)
         return self._take_output()
 
     def finished(self) -> bool:
+        """The handshake completed (also after the connection closed or broke later)."""
         return self._done
 
-    def read(self, data: Buffer = b"") -> bytes:
-        """Feed received ciphertext; return all plaintext available now (b"" if none yet, or
-        after the peer's close_notify: see `eof`)."""
+    def read(self, data: Buffer = b"", size: int = -1) -> bytes:
+        """Feed received ciphertext; return the plaintext available now: all of it, or at most
+        `size` bytes (the rest stays here for the next call: see `pending`). b"" if none yet,
+        or after the peer's close_notify (see `eof`)."""
         if not self._readable:
-            return self._read_exceptional()
+            return self._read_buffered(data, size)
         if type(data) is not bytes:
             data = _from_buffer(data)
         conn = self._conn
         n = _engine_read(conn, data, len(data))
         if n > 0:
-            return _unpack(conn.plain, n)
+            if size < 0 or n <= size:
+                return _unpack(conn.plain, n)
+            self._buffer = _unpack(conn.plain, n)
+            self._readable = False
+            return self._take(size)
         if n == 0:
             return b""
-        return self._read_ended(n)
+        return self._read_ended(n, size)
 
-    def _read_ended(self, status: int) -> bytes:
-        """close_notify or a failure: return what was decrypted before it, if anything."""
+    def _read_ended(self, status: int, size: int) -> bytes:
+        """close_notify or a failure: what was decrypted before it is returned first."""
         conn = self._conn
-        plaintext = _unpack(conn.plain, conn.plain_len) if conn.plain_len else b""
-        self._readable = False
+        self._buffer += _unpack(conn.plain, conn.plain_len) if conn.plain_len else b""
         if status == _CLOSED:
-            self.eof = True
-            return plaintext
-        error = self._failure()
-        if not plaintext:
-            raise error
-        self._pending_error = error
-        return plaintext
+            self._set_state(State.CLOSED if self._state is State.CLOSING else State.PEER_CLOSED)
+        else:
+            error = self._failure()
+            if self._offset >= len(self._buffer):
+                raise error
+            self._pending_error = error
+        return self._take(size)
 
-    def _read_exceptional(self) -> bytes:
+    def _read_buffered(self, data: Buffer, size: int) -> bytes:
+        """The slow path: buffered plaintext, an error waiting, or not open for reading."""
+        if data and (self._state is State.OPEN or self._state is State.CLOSING) and (
+                self._pending_error is None):
+            # New ciphertext behind buffered plaintext: decrypt it too, keep the order.
+            if type(data) is not bytes:
+                data = _from_buffer(data)
+            conn = self._conn
+            n = _engine_read(conn, data, len(data))
+            if n > 0:
+                self._buffer = self._buffer[self._offset:] + _unpack(conn.plain, n)
+                self._offset = 0
+            elif n < 0:
+                self._buffer = self._buffer[self._offset:]
+                self._offset = 0
+                self._read_ended(n, 0)
+        if self._offset < len(self._buffer):
+            return self._take(size)
         if self._pending_error is not None:
             error, self._pending_error = self._pending_error, None
             raise error
-        if self._broken:
+        state = self._state
+        if state is State.BROKEN:
             raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
-        if not self._done:
+        if state is State.HANDSHAKING:
             raise SSLError(ssl.SSL_ERROR_SSL, "read() before the handshake finished")
+        if state is State.OPEN or state is State.CLOSING:
+            self._readable = True  # the buffer was drained by size=0 or unread(b"")
+            return self.read(b"", size) if data == b"" and self.pending_input else b""
+        self._eof_returned = True
         return b""  # after close_notify: whatever follows is not data
+
+    def _take(self, size: int) -> bytes:
+        """Up to `size` bytes (all if negative) of the buffered plaintext."""
+        buffer, start = self._buffer, self._offset
+        if size < 0 or start + size >= len(buffer):
+            chunk = buffer[start:] if start else buffer
+            self._buffer, self._offset = b"", 0
+            self._set_state(self._state)  # readable again if nothing else is waiting
+            return chunk
+        self._offset = start + size
+        return buffer[start:start + size]
+
+    def unread(self, plaintext: bytes) -> None:
+        """Give back plaintext that `read()` returned but could not be delivered (e.g. sending a
+        KeyUpdate reply failed after it): the next `read()` returns it first."""
+        if plaintext:
+            self._buffer = plaintext + self._buffer[self._offset:]
+            self._offset = 0
+            self._readable = False
+
+    @property
+    def pending(self) -> int:
+        """Plaintext bytes decrypted and waiting in this object (after a `read(size=...)`)."""
+        return len(self._buffer) - self._offset
+
+    @property
+    def eof(self) -> bool:
+        """The peer sent close_notify (plaintext before it may still be `pending`)."""
+        return self._state is State.PEER_CLOSED or (self._state is State.CLOSED and self._done
+                                                    and self._peer_closed())
+
+    @property
+    def eof_returned(self) -> bool:
+        """`read()` has returned the b"" that stands for the peer's close_notify."""
+        return self._eof_returned
+
+    def _peer_closed(self) -> bool:
+        ssl_object = self._conn.ssl
+        return ssl_object != ffi.NULL and bool(
+            lib.SSL_get_shutdown(ssl_object) & lib.SSL_RECEIVED_SHUTDOWN)
 
     def write(self, data: Buffer = b"") -> bytes:
         """Encrypt `data`; return the ciphertext to send, preceded by anything pending.
@@ -265,26 +420,26 @@ class TLS:
         raise self._failure()
 
     def _refuse_write(self):
-        if self._closed:
+        state = self._state
+        if state is State.CLOSING or state is State.CLOSED:
             raise SSLZeroReturnError(ssl.SSL_ERROR_ZERO_RETURN, "write() after close()")
-        if self._broken:
+        if state is State.BROKEN:
             raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
         raise SSLError(ssl.SSL_ERROR_SSL, "write() before the handshake finished")
 
     def close(self) -> bytes:
         """The close_notify alert to send (b"" if the handshake never finished or the
-        connection failed). Safe to call more than once."""
-        if self._closed:
-            return b""
-        self._closed = True
-        self._writable = False
-        if not self._done or self._broken:
-            return b""
-        if lib.fasttls_shutdown(self._conn) == _ERROR:
-            self._broken = True
-        out = self._take_output()
-        lib.fasttls_conn_release_buffers(self._conn)
-        return out
+        connection failed). Safe to call more than once. Reading goes on until the peer's
+        close_notify (`eof`)."""
+        state = self._state
+        if state is State.OPEN or state is State.PEER_CLOSED:
+            self._set_state(State.CLOSING if state is State.OPEN else State.CLOSED)
+            if lib.fasttls_shutdown(self._conn) == _ERROR:
+                self._failure()
+            return self._take_output()
+        if state is State.HANDSHAKING:
+            self._set_state(State.CLOSED)
+        return b""
 
     def __enter__(self) -> "TLS":
         return self
@@ -294,13 +449,12 @@ class TLS:
 
     # ---- internals ----
 
-    def _start(self) -> None:
-        self._started = True
+    def _check_start(self) -> None:
         ctx = self._context
         if (not self._server and self._hostname is None and ctx.check_hostname
                 and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE):
-            raise ValueError("check_hostname requires a hostname: pass newtls(..., hostname=) "
-                             "or set ctx.check_hostname = False (insecure)")
+            raise ValueError("check_hostname requires server_hostname: pass newtls(..., "
+                             "hostname=) or set ctx.check_hostname = False (insecure)")
 
     def _take_output(self) -> bytes:
         conn = self._conn
@@ -312,8 +466,7 @@ class TLS:
         return out
 
     def _failure(self) -> SSLError:
-        self._broken = True
-        self._readable = self._writable = False
+        self._set_state(State.BROKEN)
         if self._conn.ssl == ffi.NULL:
             return SSLError(ssl.SSL_ERROR_SSL, "the connection was already released")
         error = error_from_conn(self._conn, self._hostname)
@@ -364,13 +517,19 @@ class TLS:
             return None
         return ffi.unpack(ffi.cast("char *", data[0]), length[0]).decode("ascii", "replace")
 
+    def tls_unique(self) -> Optional[bytes]:
+        """The RFC 5929 tls-unique channel binding (the first Finished message), or None."""
+        buf = ffi.new("unsigned char[]", 64)
+        n = lib.fasttls_conn_tls_unique(self._conn, self._server, buf, 64)
+        return ffi.unpack(buf, n) if n else None
+
     def session_reused(self) -> bool:
         return bool(lib.SSL_session_reused(self._ssl()))
 
     @property
     def session(self) -> Optional[Session]:
         ptr = lib.SSL_get1_session(self._ssl())
-        return Session(ptr) if ptr != ffi.NULL else None
+        return Session(ptr, self._context) if ptr != ffi.NULL else None
 
     @property
     def server_side(self) -> bool:

@@ -56,8 +56,11 @@ def test_contexts_dropped_before_their_connections(pems):
     assert server.read(client.close()) == b""
     del client, server
     gc.collect()
-    # a session outlives its connection and its context, and can be offered to another one
-    client = fasttls.newtls("client", client_ctx(pems), "localhost", session=session)
+    # a session outlives its connection and keeps its context alive; another context refuses it
+    # (it would skip that context's verification)
+    with pytest.raises(ValueError, match="different SSLContext"):
+        fasttls.newtls("client", client_ctx(pems), "localhost", session=session)
+    client = fasttls.newtls("client", session._context, "localhost", session=session)
     server = fasttls.newtls("server", server_ctx(pems))
     del session
     gc.collect()

@@ -1,0 +1,403 @@
+"""The `_ssl._SSLSocket` interface (what ssl.SSLSocket and ssl.SSLObject keep in `_sslobj`)
+over a fasttls `TLS` connection.
+
+Theory of operation
+-------------------
+The stdlib's own `ssl.SSLSocket` and `ssl.SSLObject` classes are used unchanged: they ask their
+context for an engine object (`context._wrap_socket(...)` / `context._wrap_bio(...)`) and call
+its methods (do_handshake, read, write, shutdown, getpeercert, ...). This adapter is thin: the
+connection's state and its plaintext buffer live in the `TLS` object; the adapter moves
+ciphertext between it and the transport, and keeps the client session cache.
+
+Threads. One SSLSocket is used full duplex by websocket and MQTT clients: one thread in recv(),
+another in sendall(). OpenSSL's SSL object and the engine's output buffer are not safe for two
+threads at once, and cffi releases the GIL in every engine call, so:
+* `_engine` (a lock) is held for every engine call, never while waiting on the socket;
+* `_output` is held from taking ciphertext out of the engine until the socket took it, so
+  records leave in the order they were made. A reader whose decryption produced output (a
+  KeyUpdate reply) sends it only if no writer is sending; otherwise the writer sends it after
+  its own (see `_flush_pending`), so a reader never waits behind a blocked writer (that would
+  deadlock a full-duplex echo);
+* two threads in the same direction are a bug in the application: detected, and raised as an
+  SSLError naming it, instead of interleaving records.
+"""
+import socket
+import ssl
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any, Optional
+
+from fasttls._errors import SSLEOFError, SSLError
+from fasttls._tls import TLS, Session, State
+
+from ._transports import SocketTransport, want_read
+
+# Non-blocking writes are encrypted at most this much at a time, so what a full socket buffer
+# leaves unsent (and the adapter must keep) is one chunk, not the caller's whole buffer.
+NONBLOCKING_CHUNK = 16 * 1024
+
+
+def eof_error() -> SSLEOFError:
+    """Truncation, worded as the stdlib words it (anyio and trio match the reason)."""
+    error = SSLEOFError(ssl.SSL_ERROR_EOF,
+                        "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol")
+    error.library, error.reason = "SSL", "UNEXPECTED_EOF_WHILE_READING"
+    return error
+
+
+class _OneAtATime:
+    """Detects two threads in the same direction at once (trio's ConflictDetector)."""
+
+    __slots__ = ("_lock", "_message")
+
+    def __init__(self, message: str) -> None:
+        self._lock = threading.Lock()
+        self._message = message
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(False):
+            raise SSLError(ssl.SSL_ERROR_SSL, self._message)
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.release()
+
+
+class SSLObjectAdapter:
+    """What `context._wrap_socket` / `_wrap_bio` return. See the module docstring."""
+
+    # Slots: thousands of idle connections are a use case (memory per connection is measured).
+    __slots__ = ("_sslcontext", "_transport", "_owner", "_tls", "_session_key", "_engine",
+                 "_output", "_receiving", "_sending", "_write_in_flight", "__weakref__")
+
+    def __init__(self, context, transport, server_side: bool, server_hostname, owner,
+                 session: Optional[Session]) -> None:
+        if isinstance(server_hostname, bytes):
+            server_hostname = server_hostname.decode("ascii")
+        if server_side and server_hostname:
+            raise ValueError("server_hostname can only be specified in client mode")
+        self._sslcontext = context
+        self._transport = transport
+        self._owner = weakref.ref(owner) if owner is not None else None
+        self._tls = TLS("server" if server_side else "client", context._fasttls,
+                        None if server_side else server_hostname)
+        self._tls.owner = self
+        self._session_key: Any = None
+        self._engine = threading.Lock()
+        self._output = threading.Lock()
+        self._receiving = _OneAtATime("another thread is already reading from this connection")
+        self._sending = _OneAtATime("another thread is already writing to this connection")
+        self._write_in_flight = 0  # plaintext bytes of a write whose ciphertext is still unsent
+        if session is not None:
+            self.session = session
+
+    # ---- the operations ----
+
+    def do_handshake(self) -> None:
+        tls = self._tls
+        if tls.finished():
+            return
+        if tls.state is not State.HANDSHAKING:
+            raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+        with self._receiving, self._sending:
+            if not tls._started and not tls.server_side:
+                self._resume_from_cache()
+            self._transport.flush()
+            # The first step needs no input; later ones continue with what the peer sent.
+            data = self._receive() if tls._started and not tls.pending_input else b""
+            while True:
+                with self._output:
+                    with self._engine:
+                        try:
+                            out = tls.handshake(data)
+                        except SSLError as error:
+                            self._send_alert(error)
+                            raise
+                    if out:
+                        self._transport.send(out)
+                if tls.finished():
+                    self._remember_session()
+                    return
+                data = self._receive()
+
+    def read(self, size: int = 1024, buffer=None):
+        """Up to `size` bytes of plaintext (into `buffer` if given: returns the count); b""
+        after the peer's close_notify. asyncio and SSLSocket call this for every record, so
+        the common path makes few calls."""
+        if buffer is not None:
+            return self._read_into(size, buffer)
+        tls = self._tls
+        if tls.pending:
+            return tls.read(b"", size if size >= 0 else -1)
+        if size <= 0:
+            if size < 0:
+                raise ValueError("size should not be negative")
+            return b""
+        if not tls.finished():
+            self.do_handshake()
+        with self._receiving:
+            while True:
+                if tls.eof or tls.state is State.CLOSED:
+                    tls.read()  # reports the end (eof_returned) and any error waiting
+                    return b""
+                data = b"" if tls.pending_input else self._receive_or_idle()
+                with self._engine:
+                    try:
+                        plaintext = tls.read(data, size)
+                    except SSLError as error:
+                        self._send_alert(error)
+                        raise
+                if tls.pending_output:
+                    try:
+                        self._flush_pending()
+                    except BaseException:
+                        tls.unread(plaintext)  # decrypted is never dropped
+                        raise
+                if plaintext:
+                    if self._session_key is not None:
+                        self._remember_session()  # TLS 1.3 tickets arrive before the data
+                    return plaintext
+
+    def _read_into(self, size: int, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if size < 0:
+            size = len(view)
+        chunk = self.read(min(size, len(view)) if size else len(view))
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+    def write(self, data) -> int:
+        """Encrypt and send `data`; the count of plaintext bytes sent. A non-blocking socket
+        that cannot take the ciphertext raises SSLWantWriteError; the same write, retried,
+        first finishes sending what it had encrypted and reports those bytes."""
+        tls = self._tls
+        if not tls.finished():
+            self.do_handshake()
+        with self._sending:
+            transport = self._transport
+            if self._write_in_flight:
+                with self._output:
+                    transport.flush()  # want-write again if the socket still cannot take it
+                done, self._write_in_flight = self._write_in_flight, 0
+                return done
+            view = memoryview(data)
+            size = view.nbytes
+            if not transport.blocking and size > NONBLOCKING_CHUNK:
+                data = view.cast("B")[:NONBLOCKING_CHUNK]
+                size = NONBLOCKING_CHUNK
+            with self._output:
+                with self._engine:
+                    out = tls.write(data)
+                self._write_in_flight = size
+                transport.send(out)
+                self._write_in_flight = 0
+            if tls.pending_output:
+                self._flush_pending()
+            return size
+
+    def pending(self) -> int:
+        """Decrypted bytes waiting to be read. fasttls takes everything that has arrived out of
+        the incoming BIO, so a close_notify right behind the data, or data that came with the
+        last handshake flight, is no longer in the BIO; uvloop reads only while the BIO or
+        pending() is non-empty, so until read() has returned those, they count as pending."""
+        tls = self._tls
+        waiting = tls.pending
+        if not waiting and (tls.pending_input or tls.eof and not tls.eof_returned):
+            return 1
+        return waiting
+
+    def shutdown(self):
+        """Send close_notify, then wait for the peer's (want-read in the meantime). Reads only
+        up to the end of the peer's close_notify record: what follows stays in the socket or
+        the incoming BIO (unwrap() hands the transport back for plain use)."""
+        tls = self._tls
+        with self._receiving, self._sending:
+            transport = self._transport
+            with self._output:
+                transport.flush()
+                if tls.finished() and tls.state in (State.OPEN, State.PEER_CLOSED):
+                    self._remember_session()
+                    with self._engine:
+                        out = tls.close()
+                    transport.send(out)
+            while tls.finished() and tls.state is State.CLOSING:
+                data = transport.receive_record()
+                if not data:
+                    break  # the peer closed the transport: nothing more to wait for
+                with self._engine:
+                    tls.read(data, 0)  # data after our close_notify is discarded, as OpenSSL does
+                    tls.read(b"", 0) if tls.pending else None
+                self._discard_plaintext()
+        tls.release_buffers()
+        return transport.owner_socket()
+
+    def _discard_plaintext(self) -> None:
+        tls = self._tls
+        while tls.pending:
+            tls.read()
+
+    # ---- ciphertext in and out ----
+
+    def _receive(self) -> bytes:
+        data = self._transport.receive()
+        if not data:
+            raise eof_error()
+        return data
+
+    def _receive_or_idle(self) -> bytes:
+        try:
+            data = self._transport.receive()
+        except ssl.SSLWantReadError:
+            self._transport.idle(self._tls)
+            raise
+        if not data:
+            raise eof_error()
+        return data
+
+    def _flush_pending(self) -> None:
+        """Send what the engine produced outside a write (a KeyUpdate reply), unless a writer
+        is sending: it sends this after its own records (see `write`)."""
+        while self._tls.pending_output and self._output.acquire(False):
+            try:
+                with self._engine:
+                    out = self._tls.write()
+                self._transport.send(out)
+            finally:
+                self._output.release()
+
+    def _send_alert(self, error: SSLError) -> None:
+        alert = getattr(error, "alert", b"")
+        if alert:
+            try:
+                self._transport.send(alert)
+            except (OSError, ssl.SSLWantWriteError):
+                pass  # the alert is a courtesy; the error is what matters
+
+    # ---- the client session cache ----
+
+    def _resume_from_cache(self) -> None:
+        context = self._sslcontext
+        if not context.client_session_cache or self._tls._started:
+            return
+        self._session_key = self._cache_key()
+        session = context._sessions.get(self._session_key)
+        if session is not None and session._context is self._tls.context:
+            self._tls.set_session(session)
+
+    def _remember_session(self) -> None:
+        if self._session_key is None or self._tls.server_side:
+            return
+        session = self._tls.session
+        if session is not None and session.resumable:
+            self._sslcontext._sessions.put(self._session_key, session)
+            self._session_key = None
+
+    def _cache_key(self):
+        """A session is only resumed by a connection that would have verified the same way:
+        same server name and address, same verification settings (the cache is the
+        context's, and a change of trust store makes a new key through `config_generation`)."""
+        peer = None
+        if isinstance(self._transport, SocketTransport):
+            try:
+                peer = socket.socket.getpeername(self._transport.sock)
+            except OSError:
+                pass
+        ctx = self._tls.context
+        return (self._tls.server_hostname, peer, ctx._openssl_verify_mode(False),
+                ctx._hostname_check_level(), getattr(ctx, "config_generation", None))
+
+    # ---- information ----
+
+    def getpeercert(self, binary_form: bool = False):
+        if not self._tls.finished():
+            raise ValueError("handshake not done yet")
+        return self._tls.getpeercert(binary_form)
+
+    def cipher(self):
+        return self._tls.cipher()
+
+    def shared_ciphers(self):
+        cipher = self._tls.cipher()
+        return [cipher] if cipher else None
+
+    def version(self):
+        return self._tls.version()
+
+    def selected_alpn_protocol(self):
+        return self._tls.selected_alpn_protocol()
+
+    def selected_npn_protocol(self):
+        return None
+
+    def compression(self):
+        return None  # fasttls never compresses (CRIME)
+
+    def get_channel_binding(self, cb_type: str = "tls-unique"):
+        if cb_type not in ssl.CHANNEL_BINDING_TYPES:
+            raise ValueError(f"Unsupported channel binding type {cb_type!r}")
+        return self._tls.tls_unique() if self._tls.finished() else None
+
+    def verify_client_post_handshake(self):
+        raise SSLError(ssl.SSL_ERROR_SSL, "post-handshake authentication is not supported")
+
+    @property
+    def context(self):
+        return self._sslcontext
+
+    @context.setter
+    def context(self, ctx) -> None:
+        from ._context import SSLContext
+
+        if not isinstance(ctx, SSLContext):
+            raise TypeError("The value must be a SSLContext")
+        self._tls.set_context(ctx._fasttls)  # trust store, verify mode, hostname check, cert
+        self._sslcontext = ctx
+
+    @property
+    def session(self) -> Optional[Session]:
+        return self._tls.session
+
+    @session.setter
+    def session(self, session: Optional[Session]) -> None:
+        if session is None:
+            return
+        if not isinstance(session, Session):
+            raise TypeError("Value is not a SSLSession.")
+        self._tls.set_session(session)
+
+    @property
+    def session_reused(self) -> bool:
+        return self._tls.session_reused()
+
+    @property
+    def server_side(self) -> bool:
+        return self._tls.server_side
+
+    @property
+    def server_hostname(self) -> Optional[str]:
+        return self._tls.server_hostname
+
+    @property
+    def owner(self):
+        return self._owner() if self._owner is not None else None
+
+
+class SessionCache:
+    """Client sessions by `SSLObjectAdapter._cache_key`: a repeat connection resumes."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._sessions: "OrderedDict[tuple, Session]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key) -> Optional[Session]:
+        with self._lock:
+            return self._sessions.pop(key, None)  # single use, as TLS 1.3 tickets are
+
+    def put(self, key, session: Session) -> None:
+        with self._lock:
+            self._sessions[key] = session
+            self._sessions.move_to_end(key)
+            while len(self._sessions) > self.LIMIT:
+                self._sessions.popitem(last=False)
