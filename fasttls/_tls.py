@@ -73,13 +73,14 @@ def _is_ip_address(name: str) -> bool:
 
 
 def _peer_name(hostname: str) -> "tuple[str, bool]":
-    """(the name to send and check, whether it is an IP address) for a client's hostname."""
+    """(the name to send and check, whether it is an IP address) for a client's hostname.
+    Refused as the stdlib refuses them: "" and a leading dot (OpenSSL would take ".example.com"
+    as "any subdomain of example.com") with ValueError, a NUL with TypeError."""
     if not hostname or hostname.startswith("."):
-        # As the stdlib: OpenSSL would take ".example.com" as "any subdomain of example.com".
         raise ValueError("server_hostname cannot be an empty string or start with a leading dot.")
+    if "\0" in hostname:
+        raise TypeError("server_hostname must not contain a NUL character")
     name = hostname.strip("[]")
-    if not name or "\0" in name:
-        raise ValueError(f"invalid hostname {hostname!r}")
     if _is_ip_address(name):
         return name, True
     name = name.rstrip(".")
@@ -213,14 +214,15 @@ class TLS:
     def set_session(self, session: Session) -> None:
         """Resume `session` (client side, before the handshake). It must come from this
         connection's Context (ValueError otherwise, as with the stdlib)."""
+        # The stdlib's checks, in its order and words.
         if not isinstance(session, Session):
-            raise TypeError(f"session must be a fasttls Session, not {type(session).__name__}")
+            raise TypeError("Value is not a SSLSession.")
+        if session._context is not self._context:
+            raise ValueError("Session refers to a different SSLContext.")
         if self._server:
             raise ValueError("Cannot set session for server-side SSLSocket.")
         if self._started:
             raise ValueError("Cannot set session after handshake.")
-        if session._context is not self._context:
-            raise ValueError("Session refers to a different SSLContext.")
         if not lib.SSL_set_session(self._ssl(), session._ptr):
             lib.ERR_clear_error()
             raise SSLError(ssl.SSL_ERROR_SSL, "cannot use this session")

@@ -76,6 +76,13 @@ class SSLObjectAdapter:
             server_hostname = server_hostname.decode("ascii")
         if server_side and server_hostname:
             raise ValueError("server_hostname can only be specified in client mode")
+        # As the stdlib: a context made for one role does not serve the other.
+        if server_side and context.protocol == ssl.PROTOCOL_TLS_CLIENT:
+            raise SSLError(ssl.SSL_ERROR_SSL,
+                           "Cannot create a server socket with a PROTOCOL_TLS_CLIENT context")
+        if not server_side and context.protocol == ssl.PROTOCOL_TLS_SERVER:
+            raise SSLError(ssl.SSL_ERROR_SSL,
+                           "Cannot create a client socket with a PROTOCOL_TLS_SERVER context")
         self._sslcontext = context
         self._transport = transport
         self._owner = weakref.ref(owner) if owner is not None else None
@@ -359,11 +366,8 @@ class SSLObjectAdapter:
 
     @session.setter
     def session(self, session: Optional[Session]) -> None:
-        if session is None:
-            return
-        if not isinstance(session, Session):
-            raise TypeError("Value is not a SSLSession.")
-        self._tls.set_session(session)
+        if session is not None:
+            self._tls.set_session(session)
 
     @property
     def session_reused(self) -> bool:
