@@ -15,6 +15,7 @@ from collections import OrderedDict
 from typing import Callable, Iterable, Optional, Union
 
 from fasttls._binding import ffi, lib
+from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._errors import error_from_queue
 
 __all__ = ["Context", "newctx"]
@@ -27,15 +28,41 @@ _VERIFY_MODES = {
     "optional": ssl.CERT_OPTIONAL,
     "required": ssl.CERT_REQUIRED,
 }
-# ssl.TLSVersion's values are the protocol numbers OpenSSL uses, except the two sentinels,
-# which OpenSSL spells 0 ("no limit").
-_NO_LIMIT = (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED)
+# ssl.TLSVersion's values are the protocol numbers OpenSSL uses, except the two sentinels, which
+# mean what CPython's set_min_max_proto_version makes of them: as a minimum, MINIMUM_SUPPORTED is
+# "no limit" (OpenSSL's 0) and MAXIMUM_SUPPORTED the newest version (TLS 1.3 only); as a maximum,
+# MAXIMUM_SUPPORTED is "no limit" and MINIMUM_SUPPORTED the oldest version OpenSSL was built with.
+_MIN, _MAX = ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.MAXIMUM_SUPPORTED
+_VERSION_LIMITS = {
+    "minimum": {_MIN: 0, _MAX: lib.TLS1_3_VERSION},
+    "maximum": {_MAX: 0, _MIN: lib.fasttls_lowest_version()},
+}
+_KNOWN_VERSIONS = frozenset(v for v in ssl.TLSVersion if v not in (_MIN, _MAX))
+
+# OpenSSL takes lengths as C ints: anything longer is refused here, with the limit, rather than
+# narrowed (BIO_new_mem_buf would even read a length that wraps to -1 as "up to the first NUL").
+_INT_MAX = 2**31 - 1
+# RFC 7301: the ALPN extension's protocol list has a 16-bit length.
+_ALPN_LIST_MAX = 65535
+# Key exchange groups of Mozilla's "intermediate" profile, set by the engine on every new
+# context (OpenSSL's own default adds X448 and P-521, which that profile leaves out).
+DEFAULT_GROUPS = ("X25519", "P-256", "P-384")
 
 
-def _read_pem(source: PathOrPEM) -> bytes:
-    """PEM bytes from bytes or from a file path (str or PathLike)."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
+def _check_length(what: str, data: bytes, limit: Optional[int] = None) -> None:
+    if limit is None:
+        limit = _INT_MAX
+    if len(data) > limit:
+        raise OverflowError(f"{what} is {len(data)} bytes; OpenSSL takes at most {limit}")
+
+
+def _read_pem(source: PathOrPEM, paths_only: bool = False) -> bytes:
+    """The bytes of a file path (str or PathLike), or PEM given as bytes. With `paths_only`,
+    bytes are a file name too (as the stdlib's load_cert_chain takes them)."""
+    if not paths_only and isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
+    if paths_only and isinstance(source, (bytearray, memoryview)):
+        raise TypeError(f"a file path is a str, bytes or os.PathLike, not {type(source).__name__}")
     with open(os.fspath(source), "rb") as f:
         return f.read()
 
@@ -62,10 +89,23 @@ def _password_bytes(password: Password) -> Optional[bytes]:
     if password is None:
         return None
     if isinstance(password, str):
-        return password.encode("utf-8")
-    if isinstance(password, (bytes, bytearray)):
-        return bytes(password)
-    raise TypeError("password should be a str, bytes or a callable returning one")
+        password = password.encode("utf-8")
+    elif isinstance(password, (bytes, bytearray)):
+        password = bytes(password)
+    else:
+        raise TypeError("password should be a str, bytes or a callable returning one")
+    # OpenSSL hands its password callback a buffer of PEM_BUFSIZE bytes; the stdlib's message.
+    if len(password) > lib.PEM_BUFSIZE:
+        raise ValueError(f"password cannot be longer than {lib.PEM_BUFSIZE} bytes")
+    return password
+
+
+def _nid_name(nid: int) -> Optional[str]:
+    """OpenSSL's long name of an object ("aes-256-gcm", "kx-ecdhe"), as get_ciphers shows it."""
+    if nid == lib.NID_undef:
+        return None
+    name = lib.OBJ_nid2ln(nid)
+    return ffi.string(name).decode() if name != ffi.NULL else None
 
 
 class _StoreCache:
@@ -136,7 +176,11 @@ class _ConfigLock:
 
     def __enter__(self) -> None:
         if not lib.fasttls_ctx_lock(self._ctx):
+            lib.ERR_clear_error()
             raise RuntimeError("cannot lock the TLS context")
+        # A change starts from an empty error queue, so the error it reports is its own (code
+        # outside fasttls, the stdlib's _ssl included, may leave errors in this thread's queue).
+        lib.ERR_clear_error()
 
     def __exit__(self, *exc_info) -> None:
         lib.fasttls_ctx_unlock(self._ctx)
@@ -158,12 +202,13 @@ class Context:
 
     Thread-safe: connections may be created from one Context in many threads while its settings
     (certificates included) change; a change applies to connections created afterwards and
-    waits for handshake steps in progress. An sni_callback must not change the Context it was
-    called for (it runs inside a handshake step of that Context)."""
+    waits for handshake steps in progress, including those of connections an sni_callback
+    switched to this Context. An sni_callback must not change the Context it was called for
+    (it runs inside a handshake step of that Context), nor one it already switched to."""
 
     __slots__ = ("_ctx", "_lock", "_verify_mode", "_check_hostname", "_check_common_name",
                  "_ca_loaded", "_store_shared", "_keylog_filename", "_alpn_protocols",
-                 "_sni_callback", "__weakref__")
+                 "_sni_callback", "_groups", "__weakref__")
 
     def __init__(self) -> None:
         ctx = lib.fasttls_ctx_new()
@@ -179,6 +224,7 @@ class Context:
         self._store_shared: Optional[str] = None  # None, "file" or "default": see _own_store
         self._keylog_filename: Optional[str] = None
         self._alpn_protocols: "list[str]" = []
+        self._groups: "list[str]" = list(DEFAULT_GROUPS)
         if os.environ.get("SSLKEYLOGFILE"):
             self.keylog_filename = os.environ["SSLKEYLOGFILE"]
 
@@ -186,17 +232,35 @@ class Context:
 
     @_locked
     def set_cert(self, cert: PathOrPEM, key: Optional[PathOrPEM] = None,
-                 password: Password = None) -> None:
+                 password: Password = None, *, paths_only: bool = False) -> None:
         """Use a certificate chain (leaf first) and its private key: file paths or PEM bytes.
-        `key=None` takes the key from `cert`. `password` decrypts an encrypted key. Calling it
-        again replaces the certificate for connections created afterwards (reload)."""
-        chain = _read_pem(cert)
-        key_pem = chain if key is None else _read_pem(key)
+        `key=None` takes the key from `cert`. `password` decrypts an encrypted key (at most
+        1024 bytes). Calling it again replaces the certificate for connections created
+        afterwards (reload): every identity loaded before, of any key type, is dropped (see
+        add_cert to serve several). `paths_only=True` reads `bytes` as a file name, like the
+        stdlib's load_cert_chain, instead of as PEM data."""
+        self._use_identity(cert, key, password, paths_only, lib.FASTTLS_IDENTITY_REPLACE)
+
+    @_locked
+    def add_cert(self, cert: PathOrPEM, key: Optional[PathOrPEM] = None,
+                 password: Password = None, *, paths_only: bool = False) -> None:
+        """Like set_cert, but beside the identities already loaded: one certificate per key
+        type (RSA, ECDSA, Ed25519, ...), and OpenSSL serves each client the one its signature
+        algorithms accept (an ECDSA certificate to a client that offers only ECDSA, say). A
+        certificate of a key type already loaded replaces that one only. This is what the
+        stdlib's repeated load_cert_chain calls do."""
+        self._use_identity(cert, key, password, paths_only, lib.FASTTLS_IDENTITY_ADD)
+
+    def _use_identity(self, cert, key, password, paths_only, how) -> None:
+        chain = _read_pem(cert, paths_only)
+        key_pem = chain if key is None else _read_pem(key, paths_only)
+        _check_length("the certificate chain", chain)
+        _check_length("the private key", key_pem)
         secret = _password_bytes(password)
         result = lib.fasttls_ctx_use_identity(self._ctx, chain, len(chain), key_pem,
                                               len(key_pem),
                                               secret if secret is not None else ffi.NULL,
-                                              len(secret or b""))
+                                              len(secret or b""), how)
         if result == 0:
             raise error_from_queue("cannot load the certificate chain")
         if result < 0:
@@ -204,6 +268,23 @@ class Context:
                 "no key, a bad key, or an encrypted key without a password")
             raise error_from_queue(f"cannot load the private key ({reason}), or it does not "
                                    "match the certificate")
+
+    @_locked
+    def load_dh_params(self, path: Union[str, bytes, "os.PathLike[str]"]) -> None:
+        """Finite-field Diffie-Hellman parameters for TLS 1.2 DHE suites, from a PEM file ("DH
+        PARAMETERS", e.g. from `openssl dhparam`), instead of the RFC 7919 groups chosen
+        automatically by default. `path` is a file name (str, bytes or PathLike), as in the
+        stdlib. FileNotFoundError if it does not exist; ssl.SSLError if it holds no DH
+        parameters or they are too small for the security level (2048 bits)."""
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path should be a str, bytes or os.PathLike, not {type(path).__name__}")
+        data = _read_pem(path, paths_only=True)
+        _check_length("the DH parameters file", data)
+        result = lib.fasttls_ctx_load_dh_params(self._ctx, data, len(data))
+        if result == 0:
+            raise error_from_queue(f"no DH parameters in {os.fsdecode(path)!r}")
+        if result < 0:
+            raise error_from_queue(f"the DH parameters in {os.fsdecode(path)!r} are refused")
 
     @_locked
     def load_verify_locations(self, cafile: Optional[PathOrPEM] = None,
@@ -218,6 +299,8 @@ class Context:
             if path is not None and not os.path.exists(path):  # as the stdlib reports it
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         data, pem = _cadata_bytes(cadata) if cadata is not None else (None, False)
+        if data is not None and pem:
+            _check_length("cadata", data)
         if not self._ca_loaded and capath is None and (cafile is None) != (data is None):
             if cafile is not None:
                 key = _file_key(cafile)
@@ -299,6 +382,9 @@ class Context:
             if not 0 < len(encoded) < 256:
                 raise ValueError(f"ALPN protocol names are 1 to 255 bytes: {name!r}")
             wire += bytes([len(encoded)]) + encoded
+        if len(wire) > _ALPN_LIST_MAX:
+            raise ValueError(f"the ALPN protocol list is {len(wire)} bytes in TLS encoding; "
+                             f"TLS allows at most {_ALPN_LIST_MAX}")
         if not lib.fasttls_ctx_set_alpn(self._ctx, bytes(wire), len(wire)):
             raise error_from_queue("cannot set the ALPN protocols")
         self._alpn_protocols = protocols
@@ -313,29 +399,179 @@ class Context:
 
     @property
     def minimum_version(self) -> ssl.TLSVersion:
+        """The oldest version allowed (default TLSv1_2). Every value means what it means in the
+        stdlib: MINIMUM_SUPPORTED is no limit of fasttls's own (the security level still allows
+        nothing older than TLS 1.2 under OpenSSL 3), MAXIMUM_SUPPORTED is TLS 1.3 only. Reads
+        back as the stdlib's does: MINIMUM_SUPPORTED when there is no limit."""
         v = lib.SSL_CTX_get_min_proto_version(self._ctx)
-        return ssl.TLSVersion(v) if v else ssl.TLSVersion.MINIMUM_SUPPORTED
+        return ssl.TLSVersion(v) if v else _MIN
 
     @minimum_version.setter
     def minimum_version(self, version: ssl.TLSVersion) -> None:
-        self._set_version(lib.SSL_CTX_set_min_proto_version, version)
+        self._set_version("minimum", version)
 
     @property
     def maximum_version(self) -> ssl.TLSVersion:
+        """The newest version allowed (default: no limit, read back as MAXIMUM_SUPPORTED).
+        MINIMUM_SUPPORTED means the oldest version this OpenSSL was built with, as in the
+        stdlib (which no handshake can use at fasttls's security level)."""
         v = lib.SSL_CTX_get_max_proto_version(self._ctx)
-        return ssl.TLSVersion(v) if v else ssl.TLSVersion.MAXIMUM_SUPPORTED
+        return ssl.TLSVersion(v) if v else _MAX
 
     @maximum_version.setter
     def maximum_version(self, version: ssl.TLSVersion) -> None:
-        self._set_version(lib.SSL_CTX_set_max_proto_version, version)
+        self._set_version("maximum", version)
 
     @_locked
-    def _set_version(self, setter, version) -> None:
-        version = ssl.TLSVersion(version)
-        if version == ssl.TLSVersion.SSLv3:
-            raise ValueError("SSLv3 is not supported")
-        if not setter(self._ctx, 0 if version in _NO_LIMIT else int(version)):
-            raise error_from_queue(f"unsupported TLS version {version!r}")
+    def _set_version(self, which: str, version) -> None:
+        if not isinstance(version, int):
+            raise TypeError(f"{which}_version must be an ssl.TLSVersion, not "
+                            f"{type(version).__name__}")
+        if version in _VERSION_LIMITS[which]:
+            number = _VERSION_LIMITS[which][version]
+        elif version in _KNOWN_VERSIONS:
+            number = int(version)
+        else:
+            raise ValueError(f"Unsupported TLS/SSL version 0x{int(version):x}")  # the stdlib's
+        setter = (lib.SSL_CTX_set_min_proto_version if which == "minimum"
+                  else lib.SSL_CTX_set_max_proto_version)
+        if not setter(self._ctx, number):
+            raise error_from_queue(f"unsupported TLS version {ssl.TLSVersion(version)!r}")
+
+    # ---- key exchange ----
+
+    @property
+    def groups(self) -> "list[str]":
+        """The key exchange groups offered (client) and accepted (server), in order of
+        preference. Default: X25519, P-256, P-384 (Mozilla's "intermediate" profile)."""
+        return list(self._groups)
+
+    @groups.setter
+    def groups(self, groups: Union[str, Iterable[str]]) -> None:
+        self.set_groups(groups)
+
+    @_locked
+    def set_groups(self, groups: Union[str, Iterable[str]]) -> None:
+        """Set the key exchange groups: OpenSSL names, as a list or one colon-separated string,
+        e.g. ["X25519", "P-256"], "x448:P-521" or ["ffdhe2048"] (finite-field groups for TLS
+        1.3, RFC 7919). ValueError for an empty list or a name OpenSSL does not know; nothing
+        changes then."""
+        names = groups.split(":") if isinstance(groups, str) else list(groups)
+        if not names or not all(isinstance(n, str) and n and ":" not in n for n in names):
+            raise ValueError(f"groups must be non-empty group names, not {groups!r}")
+        if not lib.SSL_CTX_set1_groups_list(self._ctx, ":".join(names).encode("ascii")):
+            lib.ERR_clear_error()
+            raise ValueError(f"unknown key exchange group in {groups!r}")
+        self._groups = names
+
+    def set_ecdh_curve(self, name: Union[str, bytes]) -> None:
+        """The stdlib's set_ecdh_curve: key exchange with this one curve (or group) only, e.g.
+        "prime256v1". ValueError if OpenSSL does not know it."""
+        raw = name.decode("ascii") if isinstance(name, bytes) else name
+        if not isinstance(raw, str):
+            raise TypeError(f"name must be a str or bytes, not {type(name).__name__}")
+        try:
+            self.set_groups([raw])
+        except ValueError:
+            raise ValueError(f"unknown elliptic curve name {name!r}") from None
+
+    # ---- OpenSSL settings, as the stdlib exposes them ----
+
+    @property
+    def options(self) -> int:
+        """OpenSSL's SSL_OP_* bits for this context (ssl.Options values)."""
+        return lib.SSL_CTX_get_options(self._ctx)
+
+    @options.setter
+    @_locked
+    def options(self, value: int) -> None:
+        new = int(value)
+        old = lib.SSL_CTX_get_options(self._ctx)
+        lib.SSL_CTX_clear_options(self._ctx, old & ~new)
+        lib.SSL_CTX_set_options(self._ctx, new & ~old)
+
+    @property
+    def verify_flags(self) -> int:
+        """OpenSSL's X509_V_FLAG_* bits for chain verification (ssl.VerifyFlags values)."""
+        return lib.X509_VERIFY_PARAM_get_flags(lib.SSL_CTX_get0_param(self._ctx))
+
+    @verify_flags.setter
+    @_locked
+    def verify_flags(self, value: int) -> None:
+        param = lib.SSL_CTX_get0_param(self._ctx)
+        new, old = int(value), lib.X509_VERIFY_PARAM_get_flags(param)
+        if (old & ~new and not lib.X509_VERIFY_PARAM_clear_flags(param, old & ~new)) or (
+                new & ~old and not lib.X509_VERIFY_PARAM_set_flags(param, new & ~old)):
+            lib.ERR_clear_error()
+            raise ValueError(f"cannot set verify_flags to {value!r}")
+
+    @property
+    def num_tickets(self) -> int:
+        """TLS 1.3 session tickets a server sends after each handshake (OpenSSL's default 2)."""
+        return lib.SSL_CTX_get_num_tickets(self._ctx)
+
+    @num_tickets.setter
+    @_locked
+    def num_tickets(self, value: int) -> None:
+        if value < 0:
+            raise ValueError("value must be non-negative")
+        if not lib.SSL_CTX_set_num_tickets(self._ctx, value):
+            raise error_from_queue(f"cannot set num_tickets to {value!r}")
+
+    def session_stats(self) -> "dict[str, int]":
+        """OpenSSL's session cache counters, under the stdlib's names."""
+        ctx = self._ctx
+        return {name: getattr(lib, "SSL_CTX_sess_" + name)(ctx) for name in (
+            "number", "connect", "connect_good", "connect_renegotiate", "accept", "accept_good",
+            "accept_renegotiate", "hits", "misses", "timeouts", "cache_full")}
+
+    def get_ciphers(self) -> "list[dict]":
+        """The cipher suites enabled, in order of preference, as the stdlib lists them."""
+        text = ffi.new("char[]", 256)
+        alg_bits = ffi.new("int *")
+        ciphers = []
+        with self._lock:  # set_ciphers frees the list being read
+            for i in range(lib.fasttls_ctx_cipher_count(self._ctx)):
+                c = lib.fasttls_ctx_cipher(self._ctx, i)
+                description = ffi.string(lib.SSL_CIPHER_description(c, text, 256)).decode()
+                ciphers.append({
+                    "id": lib.SSL_CIPHER_get_id(c),
+                    "name": ffi.string(lib.SSL_CIPHER_get_name(c)).decode(),
+                    "protocol": ffi.string(lib.SSL_CIPHER_get_version(c)).decode(),
+                    "description": description.rstrip("\n"),
+                    "strength_bits": lib.SSL_CIPHER_get_bits(c, alg_bits),
+                    "alg_bits": alg_bits[0],
+                    "aead": bool(lib.SSL_CIPHER_is_aead(c)),
+                    "symmetric": _nid_name(lib.SSL_CIPHER_get_cipher_nid(c)),
+                    "digest": _nid_name(lib.SSL_CIPHER_get_digest_nid(c)),
+                    "kea": _nid_name(lib.SSL_CIPHER_get_kx_nid(c)),
+                    "auth": _nid_name(lib.SSL_CIPHER_get_auth_nid(c)),
+                })
+        return ciphers
+
+    def _store_certs(self):
+        """(X509, is_ca) for each certificate of the trust store, X509 freed when dropped."""
+        is_ca = ffi.new("int *")
+        i = 0
+        while True:
+            x509 = lib.fasttls_store_cert(self._ctx, i, is_ca)
+            if x509 == ffi.NULL:
+                return
+            yield ffi.gc(x509, lib.X509_free), bool(is_ca[0])
+            i += 1
+
+    def cert_store_stats(self) -> "dict[str, int]":
+        """Counts of the trust store's certificates, CA certificates and CRLs, as the stdlib's."""
+        certs = cas = 0
+        for _, is_ca in self._store_certs():
+            certs += 1
+            cas += is_ca
+        return {"x509": certs, "crl": lib.fasttls_store_crl_count(self._ctx), "x509_ca": cas}
+
+    def get_ca_certs(self, binary_form: bool = False) -> list:
+        """The CA certificates of the trust store: dicts like getpeercert()'s, or DER bytes."""
+        return [certificate_der(x509) if binary_form else certificate_dict(x509)
+                for x509, is_ca in self._store_certs() if is_ca]
 
     # ---- verification ----
 
@@ -401,8 +637,10 @@ class Context:
     def sni_callback(self):
         """Server side: `callback(tls, server_name)`, called during the handshake with the name
         the client asked for (None if it sent none). Return another Context to serve the
-        connection from it (its certificate and key), or None to keep this one. An exception
-        aborts the handshake (internal_error alert) and is raised from `handshake()`."""
+        connection from it (all of its settings: certificate, trust store, verify mode), None
+        to keep this one, or an alert number (e.g. `ssl.ALERT_DESCRIPTION_ACCESS_DENIED`) to
+        refuse the client with that alert. An exception aborts the handshake (internal_error
+        alert) and is raised from `handshake()`."""
         return self._sni_callback
 
     @sni_callback.setter
@@ -437,14 +675,16 @@ _GROUPED_OPTIONS = {
     "set_cert": ("certfile", "keyfile", "password"),
     "load_verify_locations": ("cafile", "capath", "cadata"),
 }
-_SETTER_OPTIONS = {"ciphers": "set_ciphers", "ciphersuites": "set_ciphersuites"}
+_SETTER_OPTIONS = {"ciphers": "set_ciphers", "ciphersuites": "set_ciphersuites",
+                   "groups": "set_groups"}
 _ATTRIBUTE_OPTIONS = ("check_hostname", "hostname_checks_common_name", "verify_mode", "minimum_version", "maximum_version",
                       "alpn_protocols", "keylog_filename", "sni_callback")
 
 
 def newctx(**options) -> Context:
     """A new Context, configured by keyword: any attribute of Context, `ciphers`,
-    `ciphersuites`, `cafile`/`capath`/`cadata` and `certfile`/`keyfile`/`password`."""
+    `ciphersuites`, `groups` (see set_groups), `cafile`/`capath`/`cadata` and
+    `certfile`/`keyfile`/`password`."""
     ctx = Context()
     known = set(_ATTRIBUTE_OPTIONS) | set(_SETTER_OPTIONS)
     known.update(*_GROUPED_OPTIONS.values())

@@ -95,28 +95,35 @@ def _address(conn) -> int:
     return int(ffi.cast("uintptr_t", conn))
 
 
+_ALERT_INTERNAL_ERROR = 80
+
+
 @ffi.def_extern()
 def fasttls_on_server_name(conn):
     """The engine's SNI hook (GIL held, inside handshake()): run the context's sni_callback.
-    Returns 1 to go on, 0 to abort the handshake; an exception is kept for handshake()."""
+    Returns 0 to go on, else the alert to send; an exception is kept for handshake()."""
     tls = _servers_by_conn.get(_address(conn))
     if tls is None:
-        return 1
+        return 0
     callback = tls._context.sni_callback
     if callback is None:
-        return 1
+        return 0
     raw = lib.fasttls_conn_server_name(conn)
     name = ffi.string(raw).decode("ascii", "replace") if raw != ffi.NULL else None
     try:
         chosen = callback(tls, name)
-        if chosen is not None:
-            if not isinstance(chosen, Context):
-                raise TypeError(f"sni_callback must return a Context or None, not {chosen!r}")
-            tls.set_context(chosen)  # all of its settings, its verify mode included
+        if chosen is None:
+            return 0
+        if isinstance(chosen, int) and not isinstance(chosen, bool):
+            return chosen if 0 < chosen < 256 else _ALERT_INTERNAL_ERROR  # an alert, refused
+        if not isinstance(chosen, Context):
+            raise TypeError(f"sni_callback must return a Context, an alert number or None, "
+                            f"not {chosen!r}")
+        tls.set_context(chosen)  # all of its settings, its verify mode included
     except BaseException as exc:  # re-raised by handshake(); never across the C frames
         tls._callback_error = exc
-        return 0
-    return 1
+        return _ALERT_INTERNAL_ERROR
+    return 0
 
 
 class State(enum.Enum):
@@ -144,6 +151,40 @@ class Session:
     @property
     def resumable(self) -> bool:
         return bool(lib.SSL_SESSION_is_resumable(self._ptr))
+
+    # The stdlib's SSLSession attributes.
+
+    @property
+    def id(self) -> bytes:
+        length = ffi.new("unsigned int *")
+        raw = lib.SSL_SESSION_get_id(self._ptr, length)
+        return ffi.unpack(ffi.cast("char *", raw), length[0])
+
+    @property
+    def time(self) -> int:
+        """When the session was made, in seconds since the epoch."""
+        return lib.SSL_SESSION_get_time(self._ptr)
+
+    @property
+    def timeout(self) -> int:
+        """Its lifetime in seconds."""
+        return lib.SSL_SESSION_get_timeout(self._ptr)
+
+    @property
+    def has_ticket(self) -> bool:
+        return bool(lib.SSL_SESSION_has_ticket(self._ptr))
+
+    @property
+    def ticket_lifetime_hint(self) -> int:
+        return lib.SSL_SESSION_get_ticket_lifetime_hint(self._ptr)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Session):
+            return NotImplemented
+        return self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
 
 class TLS:
@@ -233,13 +274,12 @@ class TLS:
 
     def set_context(self, ctx: Context) -> None:
         """Serve (or connect) from another Context: its certificate, trust store, verify mode
-        and hostname check. Before the handshake, or from a server's sni_callback."""
+        and hostname check. Before the handshake, or from a server's sni_callback; after the
+        handshake it only changes which Context later sessions belong to (as the stdlib)."""
         if not isinstance(ctx, Context):
             raise TypeError("ctx must be a fasttls Context (from newctx())")
         if ctx is self._context:
             return
-        if self._done:
-            raise ValueError("the context cannot change after the handshake")
         if not self._server:
             ctx._prepare_client()
         if not lib.fasttls_conn_switch_ctx(self._conn, ctx._ctx):  # locks `ctx` itself
@@ -247,7 +287,7 @@ class TLS:
             raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch the connection to another context")
         self._context = ctx
         lib.fasttls_conn_set_verify(self._conn, ctx._openssl_verify_mode(self._server))
-        if not self._server and self._hostname is not None:
+        if not self._server and self._hostname is not None and not self._started:
             hostname, self._hostname = self._hostname, None
             self.set_hostname(hostname)  # the new context's hostname check
 

@@ -121,7 +121,14 @@ class SSLObjectAdapter:
                             self._send_alert(error)
                             raise
                     if out:
-                        self._transport.send(out)
+                        try:
+                            self._transport.send(out)
+                        except (BrokenPipeError, ConnectionResetError):
+                            # A TLS 1.3 client that closes right after its Finished never
+                            # reads the server's tickets: the handshake is done, and the next
+                            # read reports the end (OpenSSL tolerates EPIPE here too).
+                            if not tls.finished():
+                                raise
                 if tls.finished():
                     self._remember_session()
                     return

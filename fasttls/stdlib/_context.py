@@ -62,6 +62,22 @@ def _also_for_stdlib_contexts(prop: property) -> property:
     return property(fget, fset, doc=prop.__doc__)
 
 
+class _RaiseWhenCollected:
+    """An exception Python itself reports as unraisable: raised from __del__, it goes through
+    the interpreter's own PyErr_WriteUnraisable, hence to sys.unraisablehook (which insists on
+    the interpreter's own argument type, so it cannot be called directly)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __del__(self) -> None:
+        raise self.exc
+
+
+def _report_unraisable(exc: BaseException) -> None:
+    _RaiseWhenCollected(exc)  # collected at once (no other reference)
+
+
 class SSLContext(_StdSSLContext):
     """`ssl.SSLContext`, with fasttls doing the work. Same constructor, attributes and methods.
 
@@ -291,13 +307,22 @@ class SSLContext(_StdSSLContext):
         self._fasttls.sni_callback = None if callback is None else self._run_sni_callback
 
     def _run_sni_callback(self, tls: TLS, server_name):
+        """The stdlib's semantics: the callback returns None (go on; a context it set on the
+        SSL object is in use already) or an alert number to refuse the client. An exception,
+        or a value of another type, is reported to sys.unraisablehook and refuses the client
+        (handshake_failure, internal_error); the server's handshake fails with an SSLError."""
         adapter = tls.owner
         ssl_object = adapter.owner if adapter is not None else None
-        alert = self._sni_callback(ssl_object, server_name, self)
-        if alert is not None:
-            raise SSLError(ssl.SSL_ERROR_SSL, f"sni_callback refused {server_name!r} "
-                                              f"(alert {alert})")
-        return None  # a context the callback set on ssl_object is in use already
+        try:
+            result = self._sni_callback(ssl_object, server_name, self)
+        except Exception as exc:
+            _report_unraisable(exc)
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        if result is None or (isinstance(result, int) and not isinstance(result, bool)):
+            return result
+        _report_unraisable(TypeError(f"sni_callback returned {type(result).__name__}, "
+                                     "expected None or an alert number"))
+        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
 
     @property
     def _msg_callback(self):

@@ -1,0 +1,398 @@
+/* Library initialisation and contexts: configuration, the configuration lock, and the callbacks
+ * that read a context's settings during handshakes. */
+#include "fasttls_internal.h"
+
+#include <openssl/pem.h>
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A certificate, its chain and its key. OpenSSL keeps one per key type (RSA, RSA-PSS, EC,
+ * Ed25519, Ed448, DSA, GOST...), and chooses among them per client by the signature algorithms
+ * it offers. */
+struct identity {
+    X509 *cert;
+    EVP_PKEY *key;
+    STACK_OF(X509) *chain;
+};
+
+#define IDENTITIES_MAX 8
+
+static void identity_free(struct identity *id)
+{
+    X509_free(id->cert);
+    EVP_PKEY_free(id->key);
+    sk_X509_pop_free(id->chain, X509_free);
+    id->cert = NULL, id->key = NULL, id->chain = NULL;
+}
+
+/* Per-SSL_CTX state that callbacks need, freed with the SSL_CTX (ex_data free callback), so it
+ * lives exactly as long as any connection made from the context. */
+struct ctx_extra {
+    /* Configuration changes (writers) against connection creation and handshake steps
+     * (readers): OpenSSL frees the cipher lists and the trust store that a handshake in another
+     * thread is reading when the context's are replaced. */
+    CRYPTO_RWLOCK *conf_lock;
+    CRYPTO_RWLOCK *lock;       /* guards the next fields, read by callbacks */
+    unsigned char *alpn;       /* server preference list, wire format */
+    size_t alpn_len;
+    char *keylog_path;
+    /* The identities served (one per key type), and whether to install them per connection
+     * (see identity_callback). */
+    struct identity ids[IDENTITIES_MAX];
+    int n_ids;
+    int per_connection;
+};
+
+static int ctx_extra_index = -1;
+
+static struct ctx_extra *extra(const SSL_CTX *ctx)
+{
+    return SSL_CTX_get_ex_data(ctx, ctx_extra_index);
+}
+
+CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx)
+{
+    struct ctx_extra *x = extra(ctx);
+    return x != NULL ? x->conf_lock : NULL;
+}
+
+/* For the Python side, around every change to the context. Not re-entrant. */
+int fasttls_ctx_lock(SSL_CTX *ctx)
+{
+    CRYPTO_RWLOCK *lock = fasttls_conf_lock(ctx);
+    return lock != NULL && CRYPTO_THREAD_write_lock(lock);
+}
+
+void fasttls_ctx_unlock(SSL_CTX *ctx)
+{
+    CRYPTO_RWLOCK *lock = fasttls_conf_lock(ctx);
+    if (lock != NULL)
+        CRYPTO_THREAD_unlock(lock);
+}
+
+/* ---- callbacks ---- */
+
+/* Server ALPN: the first protocol of our list that the client offers. *out points into the
+ * client's list (owned by the SSL object), never into ours, which another thread may replace. */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    struct ctx_extra *x = arg;
+    int result = SSL_TLSEXT_ERR_NOACK;
+    size_t i, j;
+    (void)ssl;
+    if (!CRYPTO_THREAD_read_lock(x->lock))
+        return result;
+    for (i = 0; x->alpn != NULL && i < x->alpn_len && result != SSL_TLSEXT_ERR_OK;
+         i += 1 + x->alpn[i]) {
+        for (j = 0; j < inlen && j + 1 + in[j] <= inlen; j += 1 + in[j]) {
+            if (in[j] == x->alpn[i] && memcmp(in + j + 1, x->alpn + i + 1, in[j]) == 0) {
+                *out = in + j + 1;
+                *outlen = in[j];
+                result = SSL_TLSEXT_ERR_OK;
+                break;
+            }
+        }
+    }
+    CRYPTO_THREAD_unlock(x->lock);
+    return result;
+}
+
+static void keylog_line(const SSL *ssl, const char *line)
+{
+    struct ctx_extra *x = extra(SSL_get_SSL_CTX(ssl));
+    FILE *f;
+    /* A write lock: it also keeps lines from two threads from interleaving. */
+    if (x == NULL || !CRYPTO_THREAD_write_lock(x->lock))
+        return;
+    if (x->keylog_path != NULL && (f = fopen(x->keylog_path, "a")) != NULL) {
+        fputs(line, f);
+        fputc('\n', f);
+        fclose(f);
+    }
+    CRYPTO_THREAD_unlock(x->lock);
+}
+
+/* Server-side SNI: the Python layer (an `extern "Python+C"` function of the cffi module) picks
+ * the context for the name the client asked for. It runs with the GIL held; its exceptions are
+ * kept by the Python side and re-raised after the handshake call returns. */
+int fasttls_on_server_name(fasttls_conn *c);
+
+static int server_name_callback(SSL *ssl, int *alert, void *arg)
+{
+    fasttls_conn *c = SSL_get_app_data(ssl);
+    int refused;
+    (void)arg;
+    if (c == NULL)
+        return SSL_TLSEXT_ERR_OK;
+    refused = fasttls_on_server_name(c); /* 0 to go on, else the alert to send */
+    if (refused == 0)
+        return SSL_TLSEXT_ERR_OK;
+    *alert = refused;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on)
+{
+    SSL_CTX_set_tlsext_servername_callback(ctx, (on ? server_name_callback : NULL));
+}
+
+/* A replacement that drops a key type (an RSA identity replaced by an ECDSA one) would leave
+ * the old certificate in the context (OpenSSL keeps one per key type, and no call removes
+ * one), still chosen for clients that prefer its type. Such contexts install their current
+ * identities in each connection instead, before OpenSSL chooses one. */
+static int identity_callback(SSL *ssl, void *arg)
+{
+    struct ctx_extra *x = extra(SSL_get_SSL_CTX(ssl));
+    int i, ok = 1;
+    (void)arg;
+    if (x == NULL || !x->per_connection || !CRYPTO_THREAD_read_lock(x->lock))
+        return 1;
+    SSL_certs_clear(ssl);
+    for (i = 0; ok && i < x->n_ids; i++)
+        ok = SSL_use_cert_and_key(ssl, x->ids[i].cert, x->ids[i].key, x->ids[i].chain, 1);
+    CRYPTO_THREAD_unlock(x->lock);
+    return ok;
+}
+
+static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
+{
+    struct ctx_extra *x = ptr;
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    if (x == NULL)
+        return;
+    CRYPTO_THREAD_lock_free(x->conf_lock);
+    CRYPTO_THREAD_lock_free(x->lock);
+    free(x->alpn);
+    free(x->keylog_path);
+    while (x->n_ids > 0)
+        identity_free(&x->ids[--x->n_ids]);
+    free(x);
+}
+
+/* ---- library and context ---- */
+
+int fasttls_init(void)
+{
+    /* Called once at import, under the GIL. */
+    if (ctx_extra_index < 0)
+        ctx_extra_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_extra_free);
+    return ctx_extra_index >= 0 && fasttls_bio_method_init();
+}
+
+/* Mozilla's "intermediate" TLS 1.2 suites: forward secret AEAD only. */
+static const char default_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
+
+SSL_CTX *fasttls_ctx_new(void)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    struct ctx_extra *x = calloc(1, sizeof(*x));
+    if (ctx == NULL || x == NULL || (x->lock = CRYPTO_THREAD_lock_new()) == NULL ||
+        (x->conf_lock = CRYPTO_THREAD_lock_new()) == NULL ||
+        !SSL_CTX_set_ex_data(ctx, ctx_extra_index, x)) {
+        if (x != NULL) {
+            CRYPTO_THREAD_lock_free(x->lock);
+            CRYPTO_THREAD_lock_free(x->conf_lock);
+        }
+        free(x);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_ALL | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_clear_options(ctx, SSL_OP_LEGACY_SERVER_CONNECT);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Key exchange groups of Mozilla's "intermediate" profile (OpenSSL would add X448 and
+     * P-521, which it says to reject). */
+    if (!SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") ||
+        !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
+        !SSL_CTX_set_cipher_list(ctx, default_ciphers) ||
+        !SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"fasttls", 7)) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* Level 2 (112-bit security): no RSA/DH keys under 2048 bits, no SHA-1 signatures, whatever
+     * the system configuration says (like the stdlib's @SECLEVEL=2). */
+    SSL_CTX_set_security_level(ctx, 2);
+    SSL_CTX_set_dh_auto(ctx, 1);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, x);
+    SSL_CTX_set_cert_cb(ctx, identity_callback, NULL);
+    return ctx;
+}
+
+/* The list in wire format (length-prefixed names). At most 65535 bytes: the extension's own
+ * length field has 16 bits (RFC 7301), and OpenSSL would fail every handshake instead. */
+int fasttls_ctx_set_alpn(SSL_CTX *ctx, const unsigned char *wire, size_t len)
+{
+    struct ctx_extra *x = extra(ctx);
+    unsigned char *copy = NULL;
+    ERR_clear_error();
+    if (len > 65535) {
+        ERR_raise(ERR_LIB_SSL, ERR_R_PASSED_INVALID_ARGUMENT);
+        return 0;
+    }
+    if (len && (copy = malloc(len)) == NULL)
+        return 0;
+    if (len)
+        memcpy(copy, wire, len);
+    if (!CRYPTO_THREAD_write_lock(x->lock)) {
+        free(copy);
+        return 0;
+    }
+    free(x->alpn);
+    x->alpn = copy;
+    x->alpn_len = len;
+    CRYPTO_THREAD_unlock(x->lock);
+    /* The client side offers the same list (SSL_CTX_set_alpn_protos returns 0 on success). */
+    return SSL_CTX_set_alpn_protos(ctx, wire, (unsigned int)len) == 0;
+}
+
+int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path)
+{
+    struct ctx_extra *x = extra(ctx);
+    char *copy = NULL;
+    if (path != NULL && (copy = strdup(path)) == NULL)
+        return 0;
+    if (!CRYPTO_THREAD_write_lock(x->lock)) {
+        free(copy);
+        return 0;
+    }
+    free(x->keylog_path);
+    x->keylog_path = copy;
+    CRYPTO_THREAD_unlock(x->lock);
+    /* Only while a file is set: with any callback installed, OpenSSL formats every secret of
+     * every handshake as hex (~0.1 ms a handshake pair). */
+    SSL_CTX_set_keylog_callback(ctx, copy != NULL ? keylog_line : NULL);
+    return 1;
+}
+
+/* Certificate chain and key, for connections created afterwards. FASTTLS_IDENTITY_REPLACE:
+ * they become the only identity; FASTTLS_IDENTITY_ADD: they join the others, replacing only
+ * the one of the same key type (what repeated SSL_CTX_use_* calls do, and the stdlib's
+ * load_cert_chain). Returns 1 done, 0 the chain is unreadable, -1 the key is unreadable or does
+ * not match; the error stays on the queue for the caller. */
+int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_len,
+                             const char *key_pem, size_t key_len, const char *password,
+                             size_t password_len, int how)
+{
+    struct ctx_extra *x = extra(ctx);
+    struct identity id = {NULL, NULL, NULL};
+    int i, type, result = -1;
+    ERR_clear_error();
+    id.cert = fasttls_read_chain(chain_pem, chain_len, &id.chain);
+    if (id.cert == NULL)
+        return 0;
+    id.key = fasttls_read_key(key_pem, key_len, password, password_len);
+    if (id.key != NULL && X509_check_private_key(id.cert, id.key) &&
+        SSL_CTX_use_cert_and_key(ctx, id.cert, id.key, id.chain, 1) &&
+        CRYPTO_THREAD_write_lock(x->lock)) {
+        type = EVP_PKEY_base_id(id.key);
+        for (i = 0; i < x->n_ids; i++) {
+            if (EVP_PKEY_base_id(x->ids[i].key) == type)
+                identity_free(&x->ids[i]);
+            else if (how != FASTTLS_IDENTITY_ADD) {
+                identity_free(&x->ids[i]);
+                x->per_connection = 1; /* the context still holds this type's certificate */
+            }
+        }
+        /* Compact what is left, then append the new one. */
+        for (i = 0, type = 0; i < x->n_ids; i++)
+            if (x->ids[i].cert != NULL)
+                x->ids[type++] = x->ids[i];
+        x->n_ids = type;
+        /* One per key type, and there are fewer key types than slots. */
+        if (x->n_ids < IDENTITIES_MAX) {
+            x->ids[x->n_ids++] = id;
+            id.cert = NULL, id.key = NULL, id.chain = NULL;
+            result = 1;
+        }
+        CRYPTO_THREAD_unlock(x->lock);
+    }
+    identity_free(&id);
+    return result;
+}
+
+/* Finite-field DH parameters for TLS 1.2 DHE, from PEM ("DH PARAMETERS"), instead of the
+ * automatic RFC 7919 groups. 1 done, 0 unreadable or not DH, -1 refused (e.g. smaller than the
+ * security level allows); the error stays on the queue for the caller. */
+int fasttls_ctx_load_dh_params(SSL_CTX *ctx, const char *pem, size_t len)
+{
+    BIO *b;
+    int result = 0;
+    ERR_clear_error();
+    if (len > INT_MAX) {
+        ERR_raise(ERR_LIB_SSL, ERR_R_PASSED_INVALID_ARGUMENT);
+        return 0;
+    }
+    if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL)
+        return 0;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    /* The PEM block first, as PEM_read_DHparams (deprecated in 3.0, and what the stdlib uses)
+     * finds it: blocks of other types are skipped, and none at all is PEM's "no start line",
+     * the error the stdlib reports for a file without parameters. */
+    {
+        unsigned char *der = NULL;
+        const unsigned char *p;
+        char *name = NULL;
+        long der_len = 0;
+        EVP_PKEY *dh = NULL;
+        if (PEM_bytes_read_bio(&der, &der_len, &name, PEM_STRING_DHPARAMS, b, NULL, NULL)) {
+            p = der;
+            dh = d2i_KeyParams(EVP_PKEY_DH, NULL, &p, der_len);
+        }
+        if (dh != NULL) {
+            result = SSL_CTX_set0_tmp_dh_pkey(ctx, dh) ? 1 : -1;
+            if (result == 1)
+                dh = NULL; /* the context owns it now */
+        }
+        EVP_PKEY_free(dh);
+        OPENSSL_free(der);
+        OPENSSL_free(name);
+    }
+#else
+    {
+        DH *dh = PEM_read_bio_DHparams(b, NULL, NULL, NULL);
+        if (dh != NULL)
+            result = SSL_CTX_set_tmp_dh(ctx, dh) ? 1 : -1;
+        DH_free(dh);
+    }
+#endif
+    BIO_free(b);
+    /* Automatic groups would take precedence over the parameters just loaded. */
+    if (result == 1)
+        SSL_CTX_set_dh_auto(ctx, 0);
+    return result;
+}
+
+/* The oldest protocol version this OpenSSL can speak at all, for a maximum_version of
+ * MINIMUM_SUPPORTED (the stdlib's PY_PROTO_MINIMUM_AVAILABLE). Whether the security level then
+ * lets it be negotiated is another matter (at fasttls's level 2, under OpenSSL 3, it does not). */
+int fasttls_lowest_version(void)
+{
+#if !defined(OPENSSL_NO_SSL3)
+    return SSL3_VERSION;
+#elif !defined(OPENSSL_NO_TLS1)
+    return TLS1_VERSION;
+#elif !defined(OPENSSL_NO_TLS1_1)
+    return TLS1_1_VERSION;
+#else
+    return TLS1_2_VERSION;
+#endif
+}
+
+int fasttls_ctx_cipher_count(SSL_CTX *ctx)
+{
+    return sk_SSL_CIPHER_num(SSL_CTX_get_ciphers(ctx));
+}
+
+const SSL_CIPHER *fasttls_ctx_cipher(SSL_CTX *ctx, int i)
+{
+    return sk_SSL_CIPHER_value(SSL_CTX_get_ciphers(ctx), i);
+}
