@@ -130,11 +130,14 @@ typedef ... SSL_SESSION;
 static const int SSL_VERIFY_NONE;
 static const int SSL_VERIFY_PEER;
 static const int SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+static const int SSL_VERIFY_CLIENT_ONCE;
+static const int SSL_VERIFY_POST_HANDSHAKE;
 static const int SSL_ERROR_SSL;
 static const int SSL_ERROR_SYSCALL;
 static const int SSL_ERROR_ZERO_RETURN;
 static const int SSL_RECEIVED_SHUTDOWN;
 static const int SSL_SENT_SHUTDOWN;
+static const int SSL3_VERSION;
 static const int TLS1_VERSION;
 static const int TLS1_1_VERSION;
 static const int TLS1_2_VERSION;
@@ -159,6 +162,12 @@ SSL_SESSION *SSL_get1_session(SSL *);
 int SSL_set_session(SSL *, SSL_SESSION *);
 void SSL_SESSION_free(SSL_SESSION *);
 int SSL_SESSION_is_resumable(const SSL_SESSION *);
+/* For the stdlib's SSLSession attributes (id, time, timeout, has_ticket, ticket_lifetime_hint). */
+const unsigned char *SSL_SESSION_get_id(const SSL_SESSION *, unsigned int *);
+long SSL_SESSION_get_time(const SSL_SESSION *);
+long SSL_SESSION_get_timeout(const SSL_SESSION *);
+int SSL_SESSION_has_ticket(const SSL_SESSION *);
+unsigned long SSL_SESSION_get_ticket_lifetime_hint(const SSL_SESSION *);
 int SSL_is_init_finished(const SSL *);
 static const long SSL_MODE_RELEASE_BUFFERS;
 long SSL_CTX_set_mode(SSL_CTX *, long);
@@ -186,7 +195,18 @@ long SSL_CTX_sess_cache_full(SSL_CTX *);
 uint32_t SSL_CIPHER_get_id(const SSL_CIPHER *);
 char *SSL_CIPHER_description(const SSL_CIPHER *, char *, int);
 int SSL_CIPHER_is_aead(const SSL_CIPHER *);
+int SSL_CIPHER_get_cipher_nid(const SSL_CIPHER *);
+int SSL_CIPHER_get_digest_nid(const SSL_CIPHER *);
+int SSL_CIPHER_get_kx_nid(const SSL_CIPHER *);
+int SSL_CIPHER_get_auth_nid(const SSL_CIPHER *);
 int SSL_get_shutdown(const SSL *);
+
+/* openssl/objects.h */
+static const int NID_undef;
+const char *OBJ_nid2ln(int);
+
+/* openssl/pem.h: the size of OpenSSL's password buffer, the longest password it takes */
+static const int PEM_BUFSIZE;
 
 /* openssl/err.h */
 static const int ERR_LIB_SYS;
@@ -211,6 +231,8 @@ void ERR_clear_error(void);
 
 VERSION = re.search(r'__version__ = "(.+)"', (HERE.parent / "fasttls" / "_version.py").read_text()).group(1)
 
+ENGINE_SOURCES = ("fasttls_bio.c", "fasttls_conn.c", "fasttls_ctx.c", "fasttls_x509.c")
+
 ffibuilder = FFI()
 CDEF_CALLBACKS = """
 const char *fasttls_build_version(void);
@@ -225,10 +247,12 @@ ffibuilder.set_source(
     # Top level, beside the pure-Python package: a checkout's fasttls/ (on sys.path when run from
     # the repository root) never shadows the compiled part installed in site-packages.
     "_fasttls",
-    '#include "fasttls_engine.h"\n#include <openssl/err.h>\n#include <openssl/x509v3.h>\n'
+    '#include "fasttls_engine.h"\n#include <openssl/err.h>\n#include <openssl/pem.h>\n'
+    '#include <openssl/x509v3.h>\n'
     # Checked at import: a stale build of another version must not load silently.
     f'static const char *fasttls_build_version(void) {{ return "{VERSION}"; }}\n',
-    sources=[os.path.relpath(HERE / "fasttls_engine.c")],
+    # The engine, one file per concern (fasttls_internal.h lists them).
+    sources=[os.path.relpath(HERE / name) for name in ENGINE_SOURCES],
     include_dirs=[os.path.relpath(HERE)] + _include_dirs,
     library_dirs=_library_dirs,
     runtime_library_dirs=_library_dirs if sys.platform != "win32" else [],

@@ -3,6 +3,9 @@
 #include "fasttls_internal.h"
 
 #include <openssl/pem.h>
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#include <openssl/dh.h>
+#endif
 
 #include <limits.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 1
+#define FASTTLS_ABI 2
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
@@ -44,6 +44,15 @@ typedef struct fasttls_conn {
     unsigned char *held;
     size_t held_cap;
     int from_held;                /* in_ptr points into held */
+    /* Configuration locks (see fasttls_conn.c, "configuration locks"): the context the SSL was
+     * made from, the contexts whose read lock the current step holds (each with a reference),
+     * whether a step is running, and whether reads and writes must lock too. */
+    SSL_CTX *first_ctx;
+    SSL_CTX *locked[4];
+    int n_locked;
+    int in_step;
+    int lock_io;
+    int pha;                      /* post-handshake authentication enabled or requested */
 } fasttls_conn;
 
 int fasttls_init(void);
@@ -53,9 +62,14 @@ int fasttls_ctx_lock(SSL_CTX *ctx);
 void fasttls_ctx_unlock(SSL_CTX *ctx);
 int fasttls_ctx_set_alpn(SSL_CTX *ctx, const unsigned char *wire, size_t len);
 int fasttls_ctx_set_keylog(SSL_CTX *ctx, const char *path);
+/* fasttls_ctx_use_identity: replace every identity, or add one beside those of other key types. */
+#define FASTTLS_IDENTITY_REPLACE 0
+#define FASTTLS_IDENTITY_ADD 1
 int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_len,
                              const char *key_pem, size_t key_len, const char *password,
-                             size_t password_len);
+                             size_t password_len, int how);
+int fasttls_ctx_load_dh_params(SSL_CTX *ctx, const char *pem, size_t len);
+int fasttls_lowest_version(void);
 int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t len, int pem);
 X509_STORE *fasttls_store_new(const char *cafile, const char *capath, int defaults);
 X509_STORE *fasttls_store_copy(X509_STORE *from, int default_dir);
@@ -67,6 +81,12 @@ size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, 
 void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on);
 const char *fasttls_conn_server_name(fasttls_conn *c);
 int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx);
+int fasttls_conn_set_session(fasttls_conn *c, SSL_SESSION *session);
+const char *fasttls_conn_group(fasttls_conn *c);
+/* TLS 1.3 post-handshake client authentication: a client offers it (before the handshake); a
+ * server asks for a certificate (after it), the CertificateRequest going to c->out. */
+int fasttls_conn_enable_pha(fasttls_conn *c);
+int fasttls_conn_verify_client_post_handshake(fasttls_conn *c);
 
 int fasttls_conn_init(fasttls_conn *c, SSL_CTX *ctx, int server);
 void fasttls_conn_release(fasttls_conn *c);

@@ -549,16 +549,17 @@ class Context:
                 })
         return ciphers
 
-    def _store_certs(self):
-        """(X509, is_ca) for each certificate of the trust store, X509 freed when dropped."""
+    def _store_certs(self) -> "list[tuple]":
+        """(X509, is_ca) for each certificate of the trust store, each X509 freed when dropped.
+        Under the lock: load_verify_locations may replace (and free) the store meanwhile."""
         is_ca = ffi.new("int *")
-        i = 0
-        while True:
-            x509 = lib.fasttls_store_cert(self._ctx, i, is_ca)
-            if x509 == ffi.NULL:
-                return
-            yield ffi.gc(x509, lib.X509_free), bool(is_ca[0])
-            i += 1
+        found = []
+        with self._lock:
+            while True:
+                x509 = lib.fasttls_store_cert(self._ctx, len(found), is_ca)
+                if x509 == ffi.NULL:
+                    return found
+                found.append((ffi.gc(x509, lib.X509_free), bool(is_ca[0])))
 
     def cert_store_stats(self) -> "dict[str, int]":
         """Counts of the trust store's certificates, CA certificates and CRLs, as the stdlib's."""
@@ -566,7 +567,9 @@ class Context:
         for _, is_ca in self._store_certs():
             certs += 1
             cas += is_ca
-        return {"x509": certs, "crl": lib.fasttls_store_crl_count(self._ctx), "x509_ca": cas}
+        with self._lock:
+            crls = lib.fasttls_store_crl_count(self._ctx)
+        return {"x509": certs, "crl": crls, "x509_ca": cas}
 
     def get_ca_certs(self, binary_form: bool = False) -> list:
         """The CA certificates of the trust store: dicts like getpeercert()'s, or DER bytes."""

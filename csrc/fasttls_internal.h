@@ -1,0 +1,64 @@
+/* Private to the engine's C files: what they share with each other. Never read by cffi (which
+ * sees fasttls_engine.h only), never part of the Python-visible interface.
+ *
+ * The engine's files, one concern each:
+ *   fasttls_bio.c   the connection BIO, its buffers, feeding input to the SSL object
+ *   fasttls_conn.c  connections: creation, handshake, read, write, shutdown, in-flight counting
+ *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
+ *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed */
+#ifndef FASTTLS_INTERNAL_H
+#define FASTTLS_INTERNAL_H
+
+#include "fasttls_engine.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+/* OpenSSL 1.1.1 brought TLS 1.3, SSL_read_ex/SSL_write_ex and the keylog callback. */
+#if OPENSSL_VERSION_NUMBER < 0x10101000L
+#error "fasttls needs OpenSSL 1.1.1 or newer"
+#endif
+
+/* ERR_raise is 3.0's spelling; 1.1.1 has ERR_put_error (function code 0: "unknown"). */
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#define ERR_raise(lib, reason) ERR_put_error((lib), 0, (reason), __FILE__, __LINE__)
+#endif
+
+/* Shared between the engine's files but not exported from the extension module. */
+#if defined(__GNUC__)
+#define FASTTLS_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define FASTTLS_INTERNAL
+#endif
+
+/* One record's worth of plaintext: the most a single SSL_read_ex can return. */
+#define FASTTLS_RECORD_PLAIN_MAX 16384
+
+/* ---- fasttls_bio.c ---- */
+
+FASTTLS_INTERNAL int fasttls_bio_method_init(void);
+FASTTLS_INTERNAL BIO *fasttls_bio_new(fasttls_conn *c);
+/* Grow *buf to hold at least `need` bytes (never shrinks); 0 if out of memory. */
+FASTTLS_INTERNAL int fasttls_reserve(char **buf, size_t *cap, size_t need);
+/* Give back a large buffer that holds nothing (len == 0). */
+FASTTLS_INTERNAL void fasttls_shrink(char **buf, size_t *cap, size_t len);
+FASTTLS_INTERNAL int fasttls_feed(fasttls_conn *c, const unsigned char *data, size_t len);
+FASTTLS_INTERNAL int fasttls_keep_rest(fasttls_conn *c);
+
+/* ---- fasttls_ctx.c ---- */
+
+/* The readers-writer lock guarding a context's configuration (NULL for a context that
+ * fasttls_ctx_new did not make). */
+FASTTLS_INTERNAL CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx);
+
+/* ---- fasttls_x509.c ---- */
+
+/* The leaf first, then its chain, from one PEM buffer; NULL (and no chain) on error. */
+FASTTLS_INTERNAL X509 *fasttls_read_chain(const char *pem, size_t len, STACK_OF(X509) **chain);
+/* A private key from PEM, decrypted with the password if it is encrypted. */
+FASTTLS_INTERNAL EVP_PKEY *fasttls_read_key(const char *pem, size_t len, const char *password,
+                                            size_t password_len);
+
+#endif
