@@ -142,6 +142,14 @@ void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on)
     SSL_CTX_set_tlsext_servername_callback(ctx, (on ? server_name_callback : NULL));
 }
 
+/* A chain file with the leaf alone means "no chain given": OpenSSL then completes the chain
+ * from the trust store, as it does for the stdlib. An empty stack would be taken as an explicit
+ * empty chain and switch that off. */
+static STACK_OF(X509) *explicit_chain(STACK_OF(X509) *chain)
+{
+    return chain != NULL && sk_X509_num(chain) > 0 ? chain : NULL;
+}
+
 /* A replacement that drops a key type (an RSA identity replaced by an ECDSA one) would leave
  * the old certificate in the context (OpenSSL keeps one per key type, and no call removes
  * one), still chosen for clients that prefer its type. Such contexts install their current
@@ -155,7 +163,8 @@ static int identity_callback(SSL *ssl, void *arg)
         return 1;
     SSL_certs_clear(ssl);
     for (i = 0; ok && i < x->n_ids; i++)
-        ok = SSL_use_cert_and_key(ssl, x->ids[i].cert, x->ids[i].key, x->ids[i].chain, 1);
+        ok = SSL_use_cert_and_key(ssl, x->ids[i].cert, x->ids[i].key,
+                                  explicit_chain(x->ids[i].chain), 1);
     CRYPTO_THREAD_unlock(x->lock);
     return ok;
 }
@@ -294,7 +303,7 @@ int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_l
         return 0;
     id.key = fasttls_read_key(key_pem, key_len, password, password_len);
     if (id.key != NULL && X509_check_private_key(id.cert, id.key) &&
-        SSL_CTX_use_cert_and_key(ctx, id.cert, id.key, id.chain, 1) &&
+        SSL_CTX_use_cert_and_key(ctx, id.cert, id.key, explicit_chain(id.chain), 1) &&
         CRYPTO_THREAD_write_lock(x->lock)) {
         type = EVP_PKEY_base_id(id.key);
         for (i = 0; i < x->n_ids; i++) {

@@ -11,7 +11,7 @@
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 2
+#define FASTTLS_ABI 3
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
@@ -102,8 +102,10 @@ int fasttls_make_self_signed(const char *hostname, char **cert_pem, size_t *cert
                              char **key_pem, size_t *key_len);
 void fasttls_free(void *p);
 
-/* Certificate decoding for getpeercert(). */
+/* Certificate decoding for getpeercert(); the peer's chains; the ciphers both ends offered. */
 X509 *fasttls_peer_certificate(const SSL *ssl);
+X509 *fasttls_conn_chain_cert(fasttls_conn *c, int verified, int i);
+int fasttls_conn_shared_ciphers(fasttls_conn *c, const SSL_CIPHER **out, int max);
 int fasttls_x509_der(X509 *x, unsigned char **der);
 int fasttls_name_entry(X509_NAME *name, int i, int *set, char *field, size_t field_len,
                        unsigned char **value);

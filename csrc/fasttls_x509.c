@@ -211,6 +211,54 @@ X509 *fasttls_peer_certificate(const SSL *ssl)
 #endif
 }
 
+/* The i-th certificate (a new reference) of the peer's chain, leaf first, or NULL past its end:
+ * the chain as verified (SSL_get0_verified_chain, up to the trust anchor), or as the peer sent
+ * it. OpenSSL leaves the leaf out of a server's view of what the client sent: it is put back,
+ * as the stdlib's get_unverified_chain() does. */
+X509 *fasttls_conn_chain_cert(fasttls_conn *c, int verified, int i)
+{
+    STACK_OF(X509) *chain;
+    X509 *x;
+    int offset = 0;
+    if (c->ssl == NULL || i < 0)
+        return NULL;
+    chain = verified ? SSL_get0_verified_chain(c->ssl) : SSL_get_peer_cert_chain(c->ssl);
+    if (chain == NULL)
+        return NULL;
+    if (!verified && SSL_is_server(c->ssl)) {
+        if (i == 0)
+            return fasttls_peer_certificate(c->ssl);
+        offset = 1;
+    }
+    if (i - offset >= sk_X509_num(chain))
+        return NULL;
+    x = sk_X509_value(chain, i - offset);
+    if (x != NULL)
+        X509_up_ref(x);
+    return x;
+}
+
+/* The cipher suites both ends offered, in the server's order (the stdlib's shared_ciphers()):
+ * up to `max` of them into `out`, their count returned; -1 where OpenSSL keeps no list of the
+ * client's (on the client side). */
+int fasttls_conn_shared_ciphers(fasttls_conn *c, const SSL_CIPHER **out, int max)
+{
+    STACK_OF(SSL_CIPHER) *ours, *theirs;
+    int i, n = 0;
+    if (c->ssl == NULL)
+        return -1;
+    ours = SSL_get_ciphers(c->ssl);
+    theirs = SSL_get_client_ciphers(c->ssl);
+    if (ours == NULL || theirs == NULL)
+        return -1;
+    for (i = 0; i < sk_SSL_CIPHER_num(ours) && n < max; i++) {
+        const SSL_CIPHER *cipher = sk_SSL_CIPHER_value(ours, i);
+        if (sk_SSL_CIPHER_find(theirs, (SSL_CIPHER *)cipher) >= 0)
+            out[n++] = cipher;
+    }
+    return n;
+}
+
 /* The decoders below leave the error queue empty whatever happens: their failures are
  * reported as a missing field, never as an OpenSSL error. */
 

@@ -38,6 +38,7 @@ import weakref
 from typing import Any, Optional, Union
 
 from fasttls._binding import ffi, lib
+from fasttls._certificate import Certificate
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
 from fasttls._errors import SSLError, SSLZeroReturnError, error_from_conn, error_from_queue
@@ -192,7 +193,8 @@ class TLS:
 
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done", "_readable",
                  "_writable", "_buffer", "_offset", "_pending_error", "_eof_returned",
-                 "_callback_error", "owner", "transport", "_release", "__weakref__")
+                 "_callback_error", "_post_handshake_auth", "owner", "transport", "_release",
+                 "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -229,7 +231,8 @@ class TLS:
         self._readable = self._writable = False
         self.owner: Any = None  # free for the application (the stdlib adapter keeps itself here)
         self.transport: Any = None  # the socket the helpers use for this connection
-        lib.fasttls_conn_set_verify(conn, ctx._openssl_verify_mode(self._server))
+        self._post_handshake_auth = False
+        self._apply_verify_mode()
         if hostname is not None:
             self.set_hostname(hostname)
         if session is not None:
@@ -286,10 +289,38 @@ class TLS:
             lib.ERR_clear_error()
             raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch the connection to another context")
         self._context = ctx
-        lib.fasttls_conn_set_verify(self._conn, ctx._openssl_verify_mode(self._server))
+        self._apply_verify_mode()
         if not self._server and self._hostname is not None and not self._started:
             hostname, self._hostname = self._hostname, None
             self.set_hostname(hostname)  # the new context's hostname check
+
+    def _apply_verify_mode(self) -> None:
+        mode = self._context._openssl_verify_mode(self._server)
+        if self._post_handshake_auth and self._server and mode & lib.SSL_VERIFY_PEER:
+            # As the stdlib (bpo-37428): only with SSL_VERIFY_PEER; the certificate is then
+            # asked for by verify_client_post_handshake(), not during the handshake.
+            mode |= lib.SSL_VERIFY_POST_HANDSHAKE
+        lib.fasttls_conn_set_verify(self._conn, mode)
+
+    def enable_post_handshake_auth(self) -> None:
+        """TLS 1.3 post-handshake client authentication, before the handshake: a client offers
+        it; a server that verifies clients asks for their certificate only when
+        `verify_client_post_handshake()` is called."""
+        if self._started:
+            raise ValueError("post-handshake authentication must be enabled before the handshake")
+        self._post_handshake_auth = True
+        if self._server:
+            self._apply_verify_mode()
+        elif not lib.fasttls_conn_enable_pha(self._conn):
+            raise SSLError(ssl.SSL_ERROR_SSL, "the TLS connection was already released")
+
+    def verify_client_post_handshake(self) -> bytes:
+        """Server, TLS 1.3: ask the client for its certificate now. Returns the
+        CertificateRequest to send; the answer is verified by a later `read()`. An SSLError
+        (not TLS 1.3, the client did not offer it, not a server) leaves the connection usable."""
+        if lib.fasttls_conn_verify_client_post_handshake(self._conn) == _ERROR:
+            raise error_from_conn(self._conn, self._hostname)
+        return self._take_output()
 
     @property
     def state(self) -> State:
@@ -558,6 +589,32 @@ class TLS:
         if not length[0]:
             return None
         return ffi.unpack(ffi.cast("char *", data[0]), length[0]).decode("ascii", "replace")
+
+    def verified_chain(self) -> "Optional[list[Certificate]]":
+        """The peer's chain as verified, leaf to trust anchor; None if it was not verified."""
+        return self._chain(True)
+
+    def unverified_chain(self) -> "Optional[list[Certificate]]":
+        """The chain as the peer sent it, leaf first; None if it sent none."""
+        return self._chain(False)
+
+    def _chain(self, verified: bool) -> "Optional[list[Certificate]]":
+        chain = []
+        while True:
+            x509 = lib.fasttls_conn_chain_cert(self._conn, verified, len(chain))
+            if x509 == ffi.NULL:
+                return chain or None
+            chain.append(Certificate(ffi.gc(x509, lib.X509_free)))
+
+    def shared_ciphers(self) -> "Optional[list[tuple[str, str, int]]]":
+        """Server side: the suites both ends offered, as the stdlib's; None on a client."""
+        out = ffi.new("const SSL_CIPHER *[]", 256)
+        n = lib.fasttls_conn_shared_ciphers(self._conn, out, 256)
+        if n < 0:
+            return None
+        return [(ffi.string(lib.SSL_CIPHER_get_name(c)).decode(),
+                 ffi.string(lib.SSL_CIPHER_get_version(c)).decode(),
+                 lib.SSL_CIPHER_get_bits(c, ffi.NULL)) for c in out[0:n]]
 
     def tls_unique(self) -> Optional[bytes]:
         """The RFC 5929 tls-unique channel binding (the first Finished message), or None."""

@@ -89,6 +89,8 @@ class SSLObjectAdapter:
         self._tls = TLS("server" if server_side else "client", context._fasttls,
                         None if server_side else server_hostname)
         self._tls.owner = self
+        if context.post_handshake_auth:
+            self._tls.enable_post_handshake_auth()
         self._session_key: Any = None
         self._engine = threading.Lock()
         self._output = threading.Lock()
@@ -331,8 +333,13 @@ class SSLObjectAdapter:
         return self._tls.cipher()
 
     def shared_ciphers(self):
-        cipher = self._tls.cipher()
-        return [cipher] if cipher else None
+        return self._tls.shared_ciphers()
+
+    def get_verified_chain(self):
+        return self._tls.verified_chain()
+
+    def get_unverified_chain(self):
+        return self._tls.unverified_chain()
 
     def version(self):
         return self._tls.version()
@@ -352,7 +359,13 @@ class SSLObjectAdapter:
         return self._tls.tls_unique() if self._tls.finished() else None
 
     def verify_client_post_handshake(self):
-        raise SSLError(ssl.SSL_ERROR_SSL, "post-handshake authentication is not supported")
+        """Ask the client for its certificate now (TLS 1.3): the CertificateRequest leaves at
+        once; the answer is verified by the next read."""
+        with self._output:
+            with self._engine:
+                out = self._tls.verify_client_post_handshake()
+            if out:
+                self._transport.send(out)
 
     @property
     def context(self):
