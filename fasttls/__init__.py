@@ -6,7 +6,7 @@ from fasttls._binding import OPENSSL_VERSION
 from fasttls._context import Context, newctx
 from fasttls.stdlib import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
 from fasttls._errors import SSLCertVerificationError, SSLEOFError, SSLError, SSLZeroReturnError
-from fasttls._tls import TLS, Session, newtls
+from fasttls._tls import TLS, Session, State, newtls
 from fasttls._version import __version__
 from fasttls.helpers import (
     closefunc,
@@ -22,6 +22,7 @@ __all__ = [
     "Context",
     "SSLContext",
     "Session",
+    "State",
     "SSLCertVerificationError",
     "SSLEOFError",
     "SSLError",
