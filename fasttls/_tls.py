@@ -353,12 +353,8 @@ class TLS:
             error = self._failure()
             if self._callback_error is not None:
                 callback_error, self._callback_error = self._callback_error, None
-                if not isinstance(callback_error, ssl.SSLError):
-                    # As the stdlib: the handshake fails with an SSL error; the callback's
-                    # exception is its cause.
-                    error.__cause__ = callback_error
-                    raise error
-                callback_error.alert = error.alert  # still to be sent to the peer
+                # The callback's own exception, carrying the alert still to be sent.
+                callback_error.alert = error.alert  # type: ignore[attr-defined]
                 raise callback_error
             raise error
         if status == _OK:
@@ -599,7 +595,7 @@ class TLS:
         return self._chain(False)
 
     def _chain(self, verified: bool) -> "Optional[list[Certificate]]":
-        chain = []
+        chain: "list[Certificate]" = []
         while True:
             x509 = lib.fasttls_conn_chain_cert(self._conn, verified, len(chain))
             if x509 == ffi.NULL:
