@@ -3,10 +3,10 @@
 Each workload of ``python -m fasttls bench`` appears twice (fasttls and stdlib) in one benchmark
 group with the same amount of work per round, so the report compares them side by side (lower
 time is better; ``extra_info["rate"]`` holds the best rate in the row's unit). The workloads live
-in ``fasttls._bench``; this directory only drives them."""
+in ``fasttls.bench``; this directory only drives them."""
 import pytest
 
-from fasttls import _bench
+from fasttls.bench import ROWS, Env
 
 # Operations per round, the same for both sides of a row (~5-30 ms a round here).
 BATCH = {
@@ -26,16 +26,16 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def bench_env():
-    with _bench.Env() as env:
+    with Env() as env:
         yield env
 
 
 @pytest.fixture
 def run_row(benchmark, bench_env):
-    """``run_row(name, side, rounds)``: benchmark one side of one row of ``fasttls._bench``."""
+    """``run_row(name, side, rounds)``: benchmark one side of one row of ``fasttls.bench``."""
 
     def run_row(name, side, rounds=20):
-        row = _bench.ROWS[name]
+        row = ROWS[name]
         n = BATCH[name]
         run = row.setup(bench_env, side)
         benchmark.group = f"{name}: {row.title}, {n} per round"

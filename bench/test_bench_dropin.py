@@ -30,9 +30,7 @@ import requests
 import trustme
 
 import fasttls
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
-from dropin.support import (
+from support.dropin import (
     HOST,
     IO_TIMEOUT,
     JOIN_TIMEOUT,
@@ -89,10 +87,10 @@ def certs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server_port(certs):
-    """A stdlib HTTPS server (tests/dropin/support.py) in its own process."""
+    """A stdlib HTTPS server (tests/support/dropin.py) in its own process."""
     tests_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from dropin.support import serve_until_stdin_closes as s; s(sys.argv[2])")
+            "from support.dropin import serve_until_stdin_closes as s; s(sys.argv[2])")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, tests_dir, certs["chain"]],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """In-memory workloads: sans-IO fasttls pair vs stdlib SSLObject/MemoryBIO pair."""
 import pytest
 
-from fasttls._bench import SIDES
+from fasttls.bench import SIDES
 
 
 @pytest.mark.parametrize("side", SIDES)

@@ -2,7 +2,7 @@
 process (the same for both sides)."""
 import pytest
 
-from fasttls._bench import SIDES
+from fasttls.bench import SIDES
 
 
 @pytest.mark.parametrize("side", SIDES)

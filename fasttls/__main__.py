@@ -1,4 +1,5 @@
-"""Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--rows NAME,...]``."""
+"""Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--memory [PAIRS]]
+[--rows NAME,...]`` (the harness is the fasttls.bench package, imported only for ``bench``)."""
 import argparse
 import sys
 
@@ -28,8 +29,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "bench":
-        from fasttls import _bench
-        return _bench.main(args)
+        from fasttls import bench  # only here: the runtime package never imports the harness
+
+        return bench.main(args)
     return 2
 
 

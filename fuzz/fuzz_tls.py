@@ -47,7 +47,7 @@ with atheris.instrument_imports(include=["fasttls"]):
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from tls_pump import pump  # noqa: E402  (the tests' in-memory handshake)
+from support.pump import pump  # noqa: E402  (the tests' in-memory handshake)
 NATIVE_TARGETS = ("client_handshake", "server_handshake", "client_data", "server_data",
                   "client_closed", "server_closed")
 TARGETS = NATIVE_TARGETS + tuple("dropin_" + t for t in NATIVE_TARGETS)

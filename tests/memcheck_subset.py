@@ -49,7 +49,7 @@ def workload(directory):
     import ssl
 
     import fasttls
-    from tls_pump import pump
+    from support.pump import pump
 
     def pem(name):
         with open(os.path.join(directory, name + ".pem"), "rb") as f:

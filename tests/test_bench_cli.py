@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fasttls._bench import ROWS, SUITE
+from fasttls.bench import ROWS, SUITE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

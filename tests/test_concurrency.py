@@ -20,7 +20,7 @@ import time
 import pytest
 
 import fasttls
-from tls_pump import pump
+from support.pump import pump
 
 THREADS = 16
 CONNECTIONS = int(os.environ.get("FASTTLS_CONCURRENCY_CONNECTIONS", "1000"))
@@ -31,7 +31,7 @@ CIPHER_CHOICES = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY130
 
 
 @pytest.fixture(scope="module")
-def identities(ec_ca):
+def leaves(ec_ca):
     """Three certificates for localhost from one CA: A and B alternate on the shared server
     context, C and A on the context the sni_callback switches to."""
     out = {"ca": ec_ca.cert_pem.bytes()}
@@ -77,16 +77,16 @@ class Changer(threading.Thread):
             self.errors.append(exc)
 
 
-def test_shared_contexts_changed_while_in_use(identities, tmp_path):
-    ca = identities["ca"]
+def test_shared_contexts_changed_while_in_use(leaves, tmp_path):
+    ca = leaves["ca"]
     client_ctx = fasttls.newctx(cadata=ca)
     client_ctx.set_alpn_protocols(ALPN_CHOICES[0])
     server_ctx = fasttls.newctx()
-    server_ctx.set_cert(*identities["A"][:2])
+    server_ctx.set_cert(*leaves["A"][:2])
     server_ctx.set_alpn_protocols(ALPN_CHOICES[0])
     sni_ctx = fasttls.newctx()
-    sni_ctx.set_cert(*identities["C"][:2])
-    allowed_certs = {identities[n][2] for n in "ABC"}
+    sni_ctx.set_cert(*leaves["C"][:2])
+    allowed_certs = {leaves[n][2] for n in "ABC"}
     keylog = tmp_path / "keylog.txt"
     sni_seen = []
 
@@ -103,10 +103,10 @@ def test_shared_contexts_changed_while_in_use(identities, tmp_path):
         lambda n: server_ctx.set_ciphers(CIPHER_CHOICES[n % 3]),
         lambda n: setattr(client_ctx, "maximum_version",
                           (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)[n % 2]),
-        lambda n: server_ctx.set_cert(*identities["AB"[n % 2]][:2]),
+        lambda n: server_ctx.set_cert(*leaves["AB"[n % 2]][:2]),
         lambda n: setattr(server_ctx, "keylog_filename", (str(keylog), None)[n % 2]),
         lambda n: setattr(server_ctx, "sni_callback", (None, keep, switch)[n % 3]),
-        lambda n: sni_ctx.set_cert(*identities["CA"[n % 2]][:2]),
+        lambda n: sni_ctx.set_cert(*leaves["CA"[n % 2]][:2]),
     ]
     changer = Changer(steps)
     errors = []
@@ -170,14 +170,14 @@ def test_shared_contexts_changed_while_in_use(identities, tmp_path):
             assert len(client_random) == 64 and len(secret) in (64, 96), line
 
 
-def test_dropin_shared_contexts_changed_while_in_use(identities, tmp_path):
+def test_dropin_shared_contexts_changed_while_in_use(leaves, tmp_path):
     """The same through fasttls.SSLContext (ssl.SSLObject over MemoryBIOs), 8 x 250."""
     threads, connections = 8, max(CONNECTIONS // 4, 1)
     ca_file = tmp_path / "ca.pem"
-    ca_file.write_bytes(identities["ca"])
+    ca_file.write_bytes(leaves["ca"])
     cert_files = {}
     for name in "AB":
-        chain, key, _ = identities[name]
+        chain, key, _ = leaves[name]
         (tmp_path / f"{name}.pem").write_bytes(chain + key)
         cert_files[name] = str(tmp_path / f"{name}.pem")
     client_ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -11,27 +11,25 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import fasttls
-from conftest import require_program
-from native_support import (  # noqa: F401  (fixtures)
+from support.pairs import (
     TLS12,
     TLS13,
-    VERSION_NAME,
     VERSIONS,
-    Identity,
-    StdlibPeer,
+    VERSION_NAME,
     client_ctx,
     connected_pair,
-    deliver,
     handshake_error,
-    handshake_pair,
-    handshake_with_stdlib,
-    identities,
-    identity,
     make_pair,
     server_ctx,
+)
+from support.peers import (
+    StdlibPeer,
+    handshake_with_stdlib,
     stdlib_client_context,
     stdlib_server_context,
 )
+from support.pump import deliver, pump
+from support.requires import require_program
 
 PASSWORD = "correct horse battery staple"
 
@@ -88,7 +86,7 @@ def test_set_ciphers_applies(identities, key_type, cipher, side):
         client_options=options if side == "client" else None,
         server_options=options if side == "server" else None,
     )
-    handshake_pair(client, server)
+    pump(client, server)
     assert client.cipher()[0] == server.cipher()[0] == cipher
     assert client.cipher()[1] == "TLSv1.2"
 
@@ -114,7 +112,7 @@ def test_set_ciphersuites_applies(identities, suite, side):
         client_options=ctx_options if side == "client" else None,
         server_options=ctx_options if side == "server" else None,
     )
-    handshake_pair(client, server)
+    pump(client, server)
     assert client.cipher()[0] == server.cipher()[0] == suite
     assert client.cipher()[1] == "TLSv1.3"
 
@@ -124,7 +122,7 @@ def test_set_ciphersuites_method(identities):
     cctx.set_ciphersuites("TLS_CHACHA20_POLY1305_SHA256")
     client = fasttls.newtls("client", cctx, "localhost")
     server = fasttls.newtls("server", server_ctx(identities["ecdsa"]))
-    handshake_pair(client, server)
+    pump(client, server)
     assert client.cipher()[0] == "TLS_CHACHA20_POLY1305_SHA256"
 
 
@@ -163,7 +161,7 @@ def test_no_shared_cipher(identities):
 def test_version_limits_apply(identities, version, limit):
     """One side limited (the other at its defaults) gets the version the limit implies."""
     client, server = make_pair(identities["rsa"], client_options={limit: version})
-    handshake_pair(client, server)
+    pump(client, server)
     expected = version if limit == "maximum_version" else TLS13
     assert client.version() == server.version() == VERSION_NAME[expected]
 
@@ -207,7 +205,7 @@ def test_alpn_match(identities, client_protocols, server_protocols, expected, ve
         client_options={"alpn_protocols": client_protocols} if client_protocols else None,
         server_options={"alpn_protocols": server_protocols} if server_protocols else None,
     )
-    handshake_pair(client, server)
+    pump(client, server)
     assert client.selected_alpn_protocol() == server.selected_alpn_protocol() == expected
 
 
@@ -218,7 +216,7 @@ def test_alpn_no_overlap(identities):
     client, server = make_pair(identities["ecdsa"], client_options={"alpn_protocols": ["h2"]},
                                server_options={"alpn_protocols": ["spdy/3", "imap"]})
     try:
-        handshake_pair(client, server)
+        pump(client, server)
     except fasttls.SSLError as error:
         assert "NO_APPLICATION_PROTOCOL" in error.reason
     else:
@@ -263,7 +261,7 @@ def serves(identity, sctx):
     """A client trusting identity's CA completes a handshake with sctx and sees the leaf."""
     client = fasttls.newtls("client", client_ctx(identity), "localhost")
     server = fasttls.newtls("server", sctx)
-    handshake_pair(client, server)
+    pump(client, server)
     assert client.getpeercert(binary_form=True) == identity.leaf_der
     assert server.read(client.write(b"ok")) == b"ok"
     return True
@@ -360,7 +358,7 @@ def test_missing_certificate_file(tmp_path):
 def trusts(identity, ctx):
     client = fasttls.newtls("client", ctx, "localhost")
     server = fasttls.newtls("server", server_ctx(identity))
-    handshake_pair(client, server)
+    pump(client, server)
     return client.getpeercert()["subjectAltName"] != ()
 
 
@@ -464,7 +462,7 @@ def test_keylog_from_environment(identities, tmp_path, monkeypatch):
     assert os.fspath(cctx.keylog_filename) == str(path)
     client = fasttls.newtls("client", cctx, "localhost")
     server = fasttls.newtls("server", server_ctx(identities["ecdsa"]))
-    handshake_pair(client, server)
+    pump(client, server)
     labels = {line.split()[0] for line in keylog_lines(path)}
     assert labels == TLS13_LABELS
 
@@ -484,13 +482,13 @@ def test_session_resumption(identities, version):
     cctx = client_ctx(identity, minimum_version=version, maximum_version=version)
     sctx = server_ctx(identity)
     first = fasttls.newtls("client", cctx, "localhost")
-    handshake_pair(first, fasttls.newtls("server", sctx))
+    pump(first, fasttls.newtls("server", sctx))
     assert not first.session_reused()
     session = first.session
     assert session is not None
     second = fasttls.newtls("client", cctx, "localhost", session=session)
     server = fasttls.newtls("server", sctx)
-    handshake_pair(second, server)
+    pump(second, server)
     assert second.session_reused()
     assert server.session_reused()
     assert server.read(second.write(b"resumed")) == b"resumed"

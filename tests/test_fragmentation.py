@@ -9,18 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from native_support import (  # noqa: F401  (fixtures)
-    KEY_TYPES,
-    TLS12,
-    TLS13,
-    VERSION_NAME,
-    VERSIONS,
-    connected_pair,
-    deliver,
-    identities,
-    identity,
-    make_pair,
-)
+from support.certs import KEY_TYPES
+from support.pairs import TLS12, TLS13, VERSIONS, VERSION_NAME, connected_pair, make_pair
+from support.pump import deliver
 
 FRAGMENT_SIZES = st.lists(st.integers(min_value=1, max_value=1500), min_size=1, max_size=12)
 SOME_VERSION = st.sampled_from([TLS12, TLS13])

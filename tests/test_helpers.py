@@ -19,7 +19,8 @@ import trustme
 
 import fasttls
 from fasttls import helpers
-from conftest import require_program
+from support.peers import loopback_pair
+from support.requires import require_program
 
 TIMEOUT = 5.0  # socket timeout for both ends: bounds every blocking call
 JOIN = 20.0  # how long to wait for a peer thread
@@ -60,13 +61,7 @@ class Peer(threading.Thread):
 @contextlib.contextmanager
 def tcp_pair(timeout=TIMEOUT):
     """A connected (client, server) pair of loopback TCP sockets, both with a timeout."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        lsock.settimeout(timeout)
-        c = socket.create_connection(lsock.getsockname(), timeout=timeout)
-        s, _ = lsock.accept()
-    s.settimeout(timeout)
+    c, s = loopback_pair(timeout)
     try:
         yield c, s
     finally:

@@ -14,7 +14,7 @@ import weakref
 import pytest
 
 import fasttls
-from tls_pump import pump
+from support.pump import pump
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fasttls
-from native_support import (  # noqa: F401  (fixtures)
-    TLS12,
-    TLS13,
-    VERSIONS,
-    client_ctx,
-    connected_pair,
-    identities,
-    make_pair,
-    server_ctx,
-)
+from support.pairs import TLS12, TLS13, VERSIONS, connected_pair, make_pair, server_ctx
 
 SECRET = b"attack at dawn, the password is swordfish"
 SOME_VERSION = st.sampled_from([TLS12, TLS13])

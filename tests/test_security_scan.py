@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import fasttls
-from conftest import IN_CI, require_program
+from support.requires import require_program, skip_or_fail
 
 SCAN_TIMEOUT = 120.0  # the scan takes about a second on loopback
 CONNECTION_TIMEOUT = 5.0  # every server-side socket
@@ -50,10 +50,7 @@ def sslyze_program():
     path = os.environ.get("FASTTLS_SSLYZE")
     if path:
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            message = f"FASTTLS_SSLYZE={path!r} is not an executable file"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
+            skip_or_fail(f"FASTTLS_SSLYZE={path!r} is not an executable file")
         return path
     return require_program("sslyze")
 

@@ -13,23 +13,9 @@ import time
 import pytest
 
 import fasttls
-from conftest import require_program
-from native_support import (  # noqa: F401  (fixtures)
-    MAX_STEPS,
-    SOCKET_TIMEOUT,
-    TLS12,
-    TLS13,
-    VERSION_NAME,
-    VERSIONS,
-    client_ctx,
-    client_identity,
-    identities,
-    identity,
-    server_ctx,
-    socket_handshake,
-    socket_read_until,
-    stranger_identity,
-)
+from support.pairs import TLS12, TLS13, VERSIONS, VERSION_NAME, client_ctx, server_ctx
+from support.peers import MAX_STEPS, SOCKET_TIMEOUT, socket_handshake, socket_read_until
+from support.requires import require_program
 
 VERSION_FLAG = {TLS12: "-tls1_2", TLS13: "-tls1_3"}
 PROCESS_TIMEOUT = 20.0  # bounds waiting for a peer process to start or end

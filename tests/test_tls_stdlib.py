@@ -5,17 +5,10 @@ import ssl
 import pytest
 
 import fasttls
-from native_support import (  # noqa: F401  (fixtures)
-    TLS12,
-    TLS13,
-    VERSION_NAME,
-    VERSIONS,
+from support.pairs import TLS13, VERSIONS, VERSION_NAME, client_ctx, server_ctx
+from support.peers import (
     StdlibPeer,
-    client_ctx,
     handshake_with_stdlib,
-    identities,
-    identity,
-    server_ctx,
     stdlib_client_context,
     stdlib_server_context,
 )

@@ -9,16 +9,11 @@ import os
 import ssl
 import sys
 
-from fasttls import _bench
+from fasttls.bench.harness import HOSTNAME, Row
+from fasttls.bench.peer import BLOCK, announce_peer, make_std_server_ctx
 
 HTTP_BODY = b"ok\n"
-
-
-def _http_peer(env):
-    """Address of the stdlib-ssl HTTPS server process (started on first use)."""
-    if getattr(env, "http_peer_addr", None) is None:
-        env.http_peer_addr = env.spawn_peer("fasttls._bench_dropin:http_peer_main")
-    return env.http_peer_addr
+HTTP_PEER = "fasttls.bench.dropin:http_peer_main"
 
 
 def http_peer_main():
@@ -40,9 +35,9 @@ def http_peer_main():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    server.socket = _bench.make_std_server_ctx(sys.argv[1], sys.argv[2]).wrap_socket(
+    server.socket = make_std_server_ctx(sys.argv[1], sys.argv[2]).wrap_socket(
         server.socket, server_side=True)
-    _bench.announce_peer(*server.server_address[:2])
+    announce_peer(*server.server_address[:2])
     server.serve_forever()
 
 
@@ -55,7 +50,7 @@ def _library(side):
 def _ca_bundle(env):
     """A CA file as large as a real one: the system bundle plus the benchmark's CA, so loading
     it costs what a real client pays (requests' certifi bundle is about as large)."""
-    path = os.path.join(env._tmp.name, "bundle.pem")
+    path = os.path.join(env.tmpdir, "bundle.pem")
     if not os.path.exists(path):
         system = ssl.get_default_verify_paths().cafile
         with open(path, "wb") as out:
@@ -83,7 +78,7 @@ def setup_requests(env, side):
 
     import fasttls
 
-    url = "https://%s:%d/" % (_bench.HOSTNAME, _http_peer(env)[1])
+    url = "https://%s:%d/" % (HOSTNAME, env.peer(HTTP_PEER)[1])
     bundle = _ca_bundle(env)
 
     def get_all(n):
@@ -108,9 +103,9 @@ def setup_requests(env, side):
 
 def setup_http_client(env, side):
     """http.client keep-alive GET loop over one connection."""
-    host, port = _http_peer(env)
+    port = env.peer(HTTP_PEER)[1]
     ctx = _library(side).create_default_context(cafile=_ca_bundle(env))
-    conn = http.client.HTTPSConnection(_bench.HOSTNAME, port, context=ctx, timeout=10)
+    conn = http.client.HTTPSConnection(HOSTNAME, port, context=ctx, timeout=10)
     env.on_close(conn.close)
 
     def run(n):
@@ -148,7 +143,7 @@ class _AsyncioEcho:
             server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
             port = server.sockets[0].getsockname()[1]
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=client_ctx, server_hostname=_bench.HOSTNAME)
+                "127.0.0.1", port, ssl=client_ctx, server_hostname=HOSTNAME)
             return server, reader, writer
 
         self.server, self.reader, self.writer = self.loop.run_until_complete(start())
@@ -186,21 +181,19 @@ def setup_asyncio_small(env, side):
 
 def setup_asyncio_bulk(env, side):
     echo = _AsyncioEcho(env, side)
-    block = os.urandom(_bench.BLOCK)
+    block = os.urandom(BLOCK)
     return lambda n: echo.round_trips(block, n)
 
 
 ROWS = [
-    _bench.Row("ctx_default", "create_default_context()", "contexts/s", 1, 1, 50.0,
-               setup_default_context),
-    _bench.Row("requests", "requests.get, new Session each", "requests/s", 1, 1, 3.0,
-               setup_requests, True, 0.3, 5, "requests"),
-    _bench.Row("http_client", "http.client keep-alive GET", "requests/s", 1, 1, 1.0,
-               setup_http_client, True, 0.2, 9),
-    _bench.Row("asyncio_64", "asyncio TLS echo, 64 B", "round trips/s", 1, 64, 1.3,
-               setup_asyncio_small, True, 0.2, 9),
-    _bench.Row("asyncio_1m", "asyncio TLS echo, 1 MiB", "MB/s", _bench.BLOCK / 1e6,
-               _bench.BLOCK, 1.1, setup_asyncio_bulk, True, 0.3, 5),
+    Row("ctx_default", "create_default_context()", "contexts/s", 1, 1, 50.0,
+        setup_default_context),
+    Row("requests", "requests.get, new Session each", "requests/s", 1, 1, 3.0,
+        setup_requests, seconds=0.3, repeat=5, requires="requests"),
+    Row("http_client", "http.client keep-alive GET", "requests/s", 1, 1, 1.0,
+        setup_http_client, seconds=0.2, repeat=9),
+    Row("asyncio_64", "asyncio TLS echo, 64 B", "round trips/s", 1, 64, 1.3,
+        setup_asyncio_small, seconds=0.2, repeat=9),
+    Row("asyncio_1m", "asyncio TLS echo, 1 MiB", "MB/s", BLOCK / 1e6, BLOCK, 1.1,
+        setup_asyncio_bulk, seconds=0.3, repeat=5),
 ]
-
-_bench.register_rows(ROWS)

@@ -24,10 +24,10 @@ def _child(side: str, pairs: int) -> None:
     import ssl
 
     import fasttls
-    from fasttls import _bench
+    from fasttls.bench.harness import HOSTNAME, Env
 
     lib = fasttls if side == "fasttls" else ssl
-    with _bench.Env() as env:
+    with Env() as env:
         client_ctx = lib.create_default_context(cadata=env.cert_pem.decode())
         server_ctx = lib.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server_ctx.load_cert_chain(env.certfile, env.keyfile)
@@ -35,7 +35,7 @@ def _child(side: str, pairs: int) -> None:
         def pair():
             bios = [ssl.MemoryBIO() for _ in range(4)]
             c_in, c_out, s_in, s_out = bios
-            client = client_ctx.wrap_bio(c_in, c_out, server_hostname=_bench.HOSTNAME)
+            client = client_ctx.wrap_bio(c_in, c_out, server_hostname=HOSTNAME)
             server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
             for _ in range(10):
                 for end in (client, server):
@@ -72,16 +72,10 @@ def measure(pairs: int = 10_000) -> dict:
     result = {"pairs": pairs, "target": TARGET}
     for side in ("fasttls", "stdlib"):
         out = subprocess.run(
-            [sys.executable, "-c", "import sys; from fasttls._bench_memory import _child; "
+            [sys.executable, "-c", "import sys; from fasttls.bench.memory import _child; "
              "_child(sys.argv[1], int(sys.argv[2]))", side, str(pairs)],
             check=True, capture_output=True, text=True, timeout=600).stdout
         result[side] = json.loads(out.strip().splitlines()[-1])["bytes_per_pair"]
     result["ratio"] = result["fasttls"] / result["stdlib"]
     result["met"] = result["ratio"] <= TARGET
     return result
-
-
-def format_result(r: dict) -> str:
-    mark = "met" if r["met"] else "MISSED"
-    return (f"{'idle connection pair (RSS bytes)':<38} {r['fasttls']:>13,.0f} {r['stdlib']:>13,.0f} "
-            f"{r['ratio']:>6.2f}x {'<= %.2fx' % r['target']:>9}  {mark}   ({r['pairs']:,} pairs)")

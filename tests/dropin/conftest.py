@@ -10,40 +10,24 @@ Modes (`tls_mode`):
               where it can (documented per test where it cannot).
 
 The fasttls modes need the drop-in layer (fasttls.SSLContext & co.): without it they skip, and
-fail under CI=true, like a missing peer program (tests/conftest.py's require_program)."""
+fail under CI=true, like a missing peer program (support.requires)."""
 import ssl
 
 import pytest
 import trustme
 
 import fasttls
-from conftest import IN_CI
-
-from .support import (
+from support.dropin import (
     STDLIB_SSLContext,
     STDLIB_create_default_context,
+    is_fasttls_context,
+    require_dropin,
     serve_https,
     stdlib_client_context,
     stdlib_server_context,
 )
 
 MODES = ["stdlib", "fasttls", "injected"]
-DROPIN_API = ("SSLContext", "create_default_context", "inject_into_ssl", "extract_from_ssl")
-
-
-def require_dropin():
-    """Skip (fail under CI=true) when the drop-in layer is not in this fasttls."""
-    missing = [name for name in DROPIN_API if not hasattr(fasttls, name)]
-    if missing:
-        message = "fasttls has no drop-in layer yet (missing: %s)" % ", ".join(missing)
-        if IN_CI:
-            pytest.fail(message + " (CI=true: the drop-in tests must run)")
-        pytest.skip(message)
-
-
-def is_fasttls_context(ctx):
-    cls = getattr(fasttls, "SSLContext", None)
-    return cls is not None and isinstance(ctx, cls)
 
 
 class EngineSpy:

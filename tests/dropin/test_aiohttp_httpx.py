@@ -10,13 +10,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from .support import (
-    HOST,
-    IO_TIMEOUT,
-    assert_untrusted_issuer,
-    body_for,
-    run_asyncio,
-)
+from support.dropin import HOST, IO_TIMEOUT, assert_untrusted_issuer, body_for, run_asyncio
 
 
 # --- aiohttp -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from .support import (
+from support.dropin import (
     HOST,
     IO_TIMEOUT,
     assert_untrusted_issuer,

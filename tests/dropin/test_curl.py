@@ -7,9 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import require_program
-
-from .support import (
+from support.dropin import (
     HOST,
     IO_TIMEOUT,
     asyncio_http_handler,
@@ -17,6 +15,7 @@ from .support import (
     run_asyncio,
     serve_https,
 )
+from support.requires import require_program
 
 CURL_TIMEOUT = 10
 

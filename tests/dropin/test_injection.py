@@ -8,9 +8,7 @@ import pytest
 import urllib3.util.ssl_
 
 import fasttls
-
-from .conftest import is_fasttls_context, require_dropin
-from .support import STDLIB_SSLContext
+from support.dropin import STDLIB_SSLContext, is_fasttls_context, require_dropin
 
 
 def patch_points():

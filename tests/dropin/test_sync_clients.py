@@ -17,13 +17,7 @@ import requests
 import requests.adapters
 import urllib3
 
-from .support import (
-    HOST,
-    IO_TIMEOUT,
-    STDLIB_SSLSocket,
-    assert_untrusted_issuer,
-    body_for,
-)
+from support.dropin import HOST, IO_TIMEOUT, STDLIB_SSLSocket, assert_untrusted_issuer, body_for
 
 
 # --- http.client -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import anyio.streams.tls
 import pytest
 import trio
 
-from .support import (
+from support.dropin import (
     HOST,
     TEST_TIMEOUT,
     assert_untrusted_issuer,

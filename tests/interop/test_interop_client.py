@@ -23,27 +23,25 @@ import threading
 import pytest
 
 import fasttls
-from conftest import (
+from support.interop import (
     ALPN_OFFER,
     HELLO,
     MAX_STEPS,
     PROCESS_TIMEOUT,
-    SOCKET_TIMEOUT,
-    TLS12,
-    TLS13,
-    VERSION_NAME,
     SMALL_TRANSFER,
+    SOCKET_TIMEOUT,
     client_context,
     fetch,
     free_port,
     matrix,
-    require_program,
     require_tlslite,
     running,
     tls_connection,
     wait_for_output,
     wait_for_port,
 )
+from support.pairs import TLS12, TLS13, VERSION_NAME
+from support.requires import require_program
 
 KEEPALIVE_REQUEST = b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"
 

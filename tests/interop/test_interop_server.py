@@ -16,24 +16,22 @@ import ssl
 
 import pytest
 
-from conftest import (
+from support.interop import (
     ALPN_OFFER,
     HELLO,
     MAX_STEPS,
-    SOCKET_TIMEOUT,
-    TLS12,
-    TLS13,
-    VERSION_NAME,
-    FasttlsServer,
-    find_json,
     RELOAD,
     SMALL_TRANSFER,
+    SOCKET_TIMEOUT,
+    FasttlsServer,
+    find_json,
     matrix,
-    require_program,
     require_tlslite,
     run_client,
     server_context,
 )
+from support.pairs import TLS12, TLS13, VERSION_NAME
+from support.requires import require_program
 
 
 @dataclasses.dataclass

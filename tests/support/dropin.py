@@ -1,4 +1,6 @@
-"""Helpers shared by the drop-in tests (tests/dropin) and their benchmarks (bench/test_bench_dropin.py).
+"""Helpers shared by the drop-in tests (tests/dropin) and their benchmarks
+(bench/test_bench_dropin.py); the fixtures (the TLS modes, the reference servers) are in
+tests/dropin/conftest.py.
 
 Imported before any test injects fasttls into `ssl`, so the names captured here are the genuine
 stdlib ones: the reference peers (the HTTPS server the clients talk to, the client that fetches
@@ -13,6 +15,9 @@ import socket
 import ssl
 import threading
 
+import fasttls
+from support.requires import skip_or_fail
+
 # Captured at import, before any injection.
 STDLIB_SSLContext = ssl.SSLContext
 STDLIB_create_default_context = ssl.create_default_context
@@ -24,6 +29,19 @@ IO_TIMEOUT = 10.0     # seconds, for every socket and client call
 JOIN_TIMEOUT = 5.0    # seconds, for every thread join
 CLOSE_TIMEOUT = 1.0   # seconds a server waits for the client's close_notify
 TEST_TIMEOUT = 30.0   # seconds, for a whole async test body
+DROPIN_API = ("SSLContext", "create_default_context", "inject_into_ssl", "extract_from_ssl")
+
+
+def require_dropin():
+    """Skip (fail under CI=true) when the drop-in layer is not in this fasttls."""
+    missing = [name for name in DROPIN_API if not hasattr(fasttls, name)]
+    if missing:
+        skip_or_fail("fasttls has no drop-in layer yet (missing: %s)" % ", ".join(missing))
+
+
+def is_fasttls_context(ctx):
+    cls = getattr(fasttls, "SSLContext", None)
+    return cls is not None and isinstance(ctx, cls)
 
 
 def body_for(path):

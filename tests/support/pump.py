@@ -1,24 +1,29 @@
-"""The in-memory handshake between two fasttls TLS objects, shared by the tests and by the
-scripts they run in child processes (no pytest needed: `import tls_pump` from tests/)."""
+"""The in-memory handshake between two fasttls TLS objects: no sockets, no pytest, no
+certificates of its own, so the tests and the scripts they run in child processes (fuzz/,
+tests/memcheck_subset.py) share it."""
 
 
-def pump(client, server, to_server=None, limit=20):
+def deliver(tls, data):
+    """Feed data to tls through handshake() before it finished, read() after. Returns
+    (bytes to send back, plaintext)."""
+    if not tls.finished():
+        return tls.handshake(data), b""
+    return b"", tls.read(data)
+
+
+def pump(client, server, to_server=None, limit=50):
     """Run the handshake until both ends finish; `to_server` is the client's first flight if
-    the caller already took it. TLS 1.3 session tickets reach the client after its own
-    handshake finished: read() consumes them (and must yield no data). Bounded by `limit`."""
+    the caller already took it. Either end may finish first (the client in TLS 1.3, the server
+    on TLS 1.2 resumption); what an end receives after that goes through read() and must hold
+    no plaintext (TLS 1.3 session tickets reach the client this way). Bounded by `limit` round
+    trips."""
     if to_server is None:
         to_server = client.handshake()
     for _ in range(limit):
-        if not server.finished():
-            to_client = server.handshake(to_server)
-        else:
-            to_client = b""
-            assert server.read(to_server) == b""
-        if not client.finished():
-            to_server = client.handshake(to_client)
-        else:
-            to_server = b""
-            assert client.read(to_client) == b""
+        to_client, plaintext = deliver(server, to_server)
+        assert plaintext == b"", "plaintext during the handshake"
+        to_server, plaintext = deliver(client, to_client)
+        assert plaintext == b"", "plaintext during the handshake"
         if client.finished() and server.finished() and not to_server:
             return
-    raise AssertionError("handshake did not complete within %d round trips" % limit)
+    raise AssertionError(f"handshake did not complete within {limit} round trips")
