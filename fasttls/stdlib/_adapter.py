@@ -198,7 +198,7 @@ class SSLObjectAdapter:
                 return done
             view = memoryview(data)
             size = view.nbytes
-            if not transport.blocking and size > NONBLOCKING_CHUNK:
+            if not transport.takes_everything and size > NONBLOCKING_CHUNK:
                 data = view.cast("B")[:NONBLOCKING_CHUNK]
                 size = NONBLOCKING_CHUNK
             with self._output:

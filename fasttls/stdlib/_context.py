@@ -1,21 +1,25 @@
 """`fasttls.SSLContext`: the stdlib's `ssl.SSLContext` API over a fasttls `Context`.
 
-* All real state lives in the fasttls `Context` (`self._fasttls`): nothing is loaded into the
-  stdlib base context, whose only cost is its creation.
+* All real state lives in the fasttls `Context` (`self._fasttls`), reached only through its
+  methods (no OpenSSL call here): nothing is loaded into the stdlib base context, whose only
+  cost is its creation.
 * The property setters never go through the stdlib's, which call
   `super(SSLContext, SSLContext)` through the module global and recurse once `ssl.SSLContext` is
   patched (the bug truststore had).
 * Errors are fasttls's classes, which subclass the stdlib's and carry its errno values, so
-  `SSLSocket`'s ragged-EOF handling, asyncio, aiohttp, anyio and trio treat them as their own.
+  `SSLSocket`'s ragged-EOF handling, asyncio, aiohttp, anyio and trio treat them as their own;
+  configuration errors carry the stdlib's message texts.
+* Defaults are the stdlib's (verify mode per protocol, options, verify flags, the subject CN
+  matched when a certificate has no DNS name, no system CA store unless asked for), with one
+  deliberate difference: renegotiation is always refused (see `options`).
 """
 import _ssl
+import os
 import ssl
 import sys
 import warnings
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from fasttls._binding import ffi, lib
-from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
 from fasttls._errors import SSLError
 from fasttls._tls import TLS
@@ -26,6 +30,22 @@ from ._transports import BIOTransport, SocketTransport
 __all__ = ["SSLContext", "create_default_context"]
 
 _StdSSLContext = ssl.SSLContext  # captured before any injection
+
+# The options every stdlib context starts with (OpenSSL 3.0's SSL_OP_ALL without
+# DONT_INSERT_EMPTY_FRAGMENTS, as CPython takes it, and what CPython adds).
+_STDLIB_OPTIONS = (ssl.OP_ALL | ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 | ssl.OP_NO_COMPRESSION
+                   | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_DH_USE
+                   | ssl.OP_SINGLE_ECDH_USE | ssl.OP_ENABLE_MIDDLEBOX_COMPAT)
+# Always in force on a fasttls context, whatever `options` is set to, and reported by
+# `options` only when the application set it: fasttls never renegotiates (a deliberate
+# difference from the stdlib, for security: a renegotiation may change the peer's identity
+# mid-connection, and TLS 1.3 has none).
+_ALWAYS_ON = int(ssl.OP_NO_RENEGOTIATION)
+# The stdlib warns when one of these is turned on (its "opt_no" set).
+_DEPRECATED_OPTIONS = int(ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 | ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1
+                          | ssl.OP_NO_TLSv1_2 | ssl.OP_NO_TLSv1_3)
+_DEPRECATED_VERSIONS = (ssl.TLSVersion.SSLv3, ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
+_FLEXIBLE_PROTOCOLS = (ssl.PROTOCOL_TLS, ssl.PROTOCOL_TLS_CLIENT, ssl.PROTOCOL_TLS_SERVER)
 
 
 def _versions_of(protocol) -> "tuple[Optional[ssl.TLSVersion], Optional[ssl.TLSVersion]]":
@@ -47,15 +67,17 @@ def _also_for_stdlib_contexts(prop: property) -> property:
     original class) set through `super(SSLContext, SSLContext).<name>`, a module-global lookup
     that now lands here; delegating to the C descriptor, not to the stdlib property again, is
     what keeps them from recursing (the bug truststore had)."""
-    name = prop.fget.__name__
-    base = getattr(_ssl._SSLContext, name)
+    assert prop.fget is not None and prop.fset is not None
+    getter: Callable[[Any], Any] = prop.fget
+    setter: Callable[[Any, Any], None] = prop.fset
+    base = getattr(_ssl._SSLContext, getter.__name__)
 
     def fget(self):
-        return prop.fget(self) if isinstance(self, SSLContext) else base.__get__(self)
+        return getter(self) if isinstance(self, SSLContext) else base.__get__(self)
 
     def fset(self, value):
         if isinstance(self, SSLContext):
-            prop.fset(self, value)
+            setter(self, value)
         else:
             base.__set__(self, value)
 
@@ -78,11 +100,29 @@ def _report_unraisable(exc: BaseException) -> None:
     _RaiseWhenCollected(exc)  # collected at once (no other reference)
 
 
+def _stdlib_error(cause: SSLError, message: str, library: Optional[str],
+                  reason: Optional[str]) -> SSLError:
+    """`cause` (a fasttls configuration error) with the stdlib's message text; fasttls's own,
+    more precise text stays in the traceback as __cause__."""
+    exc = SSLError(cause.errno, message)
+    exc.library, exc.reason = library, reason
+    exc.lib_code, exc.reason_code = cause.lib_code, cause.reason_code
+    exc.__cause__ = cause
+    return exc
+
+
 class SSLContext(_StdSSLContext):
     """`ssl.SSLContext`, with fasttls doing the work. Same constructor, attributes and methods.
 
     `client_session_cache` (default True): client connections made through this context resume
     the last session with the same server name and address."""
+
+    _fasttls: Context
+    _sessions: SessionCache
+    _sni_callback: Optional[Callable[..., Any]]
+    _post_handshake_auth: bool
+    _options_reported: int
+    client_session_cache: bool
 
     def __new__(cls, protocol=None, *args, **kwargs):
         if protocol is None:
@@ -91,15 +131,22 @@ class SSLContext(_StdSSLContext):
             protocol = ssl.PROTOCOL_TLS
         self = _ssl._SSLContext.__new__(cls, protocol)
         ctx = Context()
+        # As a stdlib context: trust only what is loaded (create_default_context and
+        # load_default_certs load the system store), check the subject CN of a certificate
+        # without DNS names, TRUSTED_FIRST (the engine's default too), the stdlib's options.
+        ctx._system_store_by_default = False
         if protocol == ssl.PROTOCOL_TLS_CLIENT:
             ctx.verify_mode = ssl.CERT_REQUIRED
         else:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        ctx.hostname_checks_common_name = True
+        ctx.options = _STDLIB_OPTIONS | _ALWAYS_ON
         minimum, maximum = _versions_of(protocol)
         if minimum is not None:
             ctx.minimum_version, ctx.maximum_version = minimum, maximum
         self._fasttls = ctx
+        self._options_reported = 0
         self._sessions = SessionCache()
         self._sni_callback = None
         self._post_handshake_auth = False
@@ -119,12 +166,19 @@ class SSLContext(_StdSSLContext):
 
     # ---- verification ----
 
-    @property
+    @property  # type: ignore[override]  # the stdlib's own property returns ssl.VerifyMode too
     def verify_mode(self) -> ssl.VerifyMode:
-        return ssl.VerifyMode(self._fasttls.verify_mode)
+        mode = self._fasttls.verify_mode
+        assert mode is not None  # always set by __new__ and the setter
+        return ssl.VerifyMode(mode)
 
     @verify_mode.setter
     def verify_mode(self, value) -> None:
+        if not isinstance(value, int):
+            raise TypeError(f"verify_mode must be an int (ssl.VerifyMode), not "
+                            f"{type(value).__name__}")
+        if value not in tuple(ssl.VerifyMode):
+            raise ValueError("invalid value for verify_mode")
         self._fasttls.verify_mode = ssl.VerifyMode(value)
 
     @property
@@ -137,25 +191,22 @@ class SSLContext(_StdSSLContext):
 
     @property
     def hostname_checks_common_name(self) -> bool:
+        """True by default, as in the stdlib: a certificate with no DNS name in subjectAltName
+        matches the hostname through its subject commonName (the native API's default is
+        False)."""
         return self._fasttls.hostname_checks_common_name
 
     @hostname_checks_common_name.setter
     def hostname_checks_common_name(self, value: bool) -> None:
         self._fasttls.hostname_checks_common_name = value
 
-    @property
+    @property  # type: ignore[override]  # the stdlib's own property returns ssl.VerifyFlags too
     def verify_flags(self) -> ssl.VerifyFlags:
-        param = lib.SSL_CTX_get0_param(self._fasttls._ctx)
-        return ssl.VerifyFlags(lib.X509_VERIFY_PARAM_get_flags(param))
+        return ssl.VerifyFlags(self._fasttls.verify_flags)
 
     @verify_flags.setter
     def verify_flags(self, value) -> None:
-        param = lib.SSL_CTX_get0_param(self._fasttls._ctx)
-        new, old = int(value), lib.X509_VERIFY_PARAM_get_flags(param)
-        with self._fasttls._lock:
-            if (old & ~new and not lib.X509_VERIFY_PARAM_clear_flags(param, old & ~new)) or (
-                    new & ~old and not lib.X509_VERIFY_PARAM_set_flags(param, new & ~old)):
-                raise ValueError(f"cannot set verify_flags to {value!r}")
+        self._fasttls.verify_flags = value
 
     @property
     def post_handshake_auth(self) -> bool:
@@ -163,9 +214,11 @@ class SSLContext(_StdSSLContext):
 
     @post_handshake_auth.setter
     def post_handshake_auth(self, value: bool) -> None:
-        self._post_handshake_auth = bool(value)  # accepted; fasttls never requests it
+        self._post_handshake_auth = bool(value)  # applied to connections made afterwards
 
     def load_verify_locations(self, cafile=None, capath=None, cadata=None) -> None:
+        if cadata is not None and not isinstance(cadata, (str, bytes, bytearray, memoryview)):
+            raise TypeError("cadata should be an ASCII string or a bytes-like object")
         self._fasttls.load_verify_locations(cafile, capath, cadata)
 
     def load_default_certs(self, purpose=ssl.Purpose.SERVER_AUTH) -> None:
@@ -177,61 +230,41 @@ class SSLContext(_StdSSLContext):
         self._fasttls.load_default_certs()
 
     def cert_store_stats(self) -> dict:
-        certs = cas = 0
-        is_ca = ffi.new("int *")
-        while True:
-            x509 = lib.fasttls_store_cert(self._fasttls._ctx, certs, is_ca)
-            if x509 == ffi.NULL:
-                break
-            lib.X509_free(x509)
-            certs += 1
-            cas += bool(is_ca[0])
-        return {"x509": certs, "crl": lib.fasttls_store_crl_count(self._fasttls._ctx),
-                "x509_ca": cas}
+        return self._fasttls.cert_store_stats()
 
     def get_ca_certs(self, binary_form: bool = False) -> list:
-        found, i = [], 0
-        is_ca = ffi.new("int *")
-        while True:
-            x509 = lib.fasttls_store_cert(self._fasttls._ctx, i, is_ca)
-            if x509 == ffi.NULL:
-                return found
-            x509 = ffi.gc(x509, lib.X509_free)
-            if is_ca[0]:
-                found.append(certificate_der(x509) if binary_form else certificate_dict(x509))
-            i += 1
+        return self._fasttls.get_ca_certs(binary_form)
 
     # ---- certificates, algorithms, protocols ----
 
     def load_cert_chain(self, certfile, keyfile=None, password=None) -> None:
-        self._fasttls.set_cert(certfile, keyfile, password)
+        """As the stdlib's: paths (str, bytes or PathLike); each call adds the identity beside
+        those of other key types (RSA and ECDSA served together), replacing the one of its own
+        type. An unreadable file is the stdlib's "PEM lib" error; a key that does not match the
+        certificate, "key values mismatch"."""
+        if password is not None and not callable(password) and not isinstance(
+                password, (str, bytes, bytearray)):
+            raise TypeError("password should be a string or callable")
+        try:
+            self._fasttls.add_cert(certfile, keyfile, password, paths_only=True)
+        except SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise
+            # The stdlib reports any unreadable certificate or key as SSL's "PEM lib".
+            raise _stdlib_error(exc, f"[SSL: PEM_LIB] PEM lib: {exc}", "SSL", "PEM_LIB") from exc
 
     def load_dh_params(self, path) -> None:
-        """Accepted for compatibility: fasttls picks finite-field DH groups automatically
-        (SSL_CTX_set_dh_auto, RFC 7919 sizes), which is what these files were for."""
-        with open(path, "rb"):
-            pass  # a missing file is still an error, as with the stdlib
+        self._fasttls.load_dh_params(path)
 
     def set_ciphers(self, ciphers: str) -> None:
-        self._fasttls.set_ciphers(ciphers)
+        try:
+            self._fasttls.set_ciphers(ciphers)
+        except SSLError as exc:
+            raise _stdlib_error(exc, "No cipher can be selected.", exc.library,
+                                exc.reason) from exc
 
     def get_ciphers(self) -> list:
-        ctx = self._fasttls._ctx
-        text = ffi.new("char[]", 256)
-        ciphers = []
-        for i in range(lib.fasttls_ctx_cipher_count(ctx)):
-            c = lib.fasttls_ctx_cipher(ctx, i)
-            alg_bits = ffi.new("int *")
-            ciphers.append({
-                "id": lib.SSL_CIPHER_get_id(c),
-                "name": ffi.string(lib.SSL_CIPHER_get_name(c)).decode(),
-                "protocol": ffi.string(lib.SSL_CIPHER_get_version(c)).decode(),
-                "description": ffi.string(lib.SSL_CIPHER_description(c, text, 256)).decode(),
-                "strength_bits": lib.SSL_CIPHER_get_bits(c, alg_bits),
-                "alg_bits": alg_bits[0],
-                "aead": bool(lib.SSL_CIPHER_is_aead(c)),
-            })
-        return ciphers
+        return self._fasttls.get_ciphers()
 
     def set_alpn_protocols(self, alpn_protocols) -> None:
         self._fasttls.set_alpn_protocols(alpn_protocols)
@@ -239,51 +272,68 @@ class SSLContext(_StdSSLContext):
     def set_npn_protocols(self, npn_protocols) -> None:
         warnings.warn("ssl NPN is deprecated, use ALPN instead", DeprecationWarning, stacklevel=2)
 
-    def set_ecdh_curve(self, name) -> None:
-        raw = name.encode("ascii") if isinstance(name, str) else bytes(name)
-        with self._fasttls._lock:
-            if not lib.SSL_CTX_set1_groups_list(self._fasttls._ctx, raw):
-                lib.ERR_clear_error()
-                raise ValueError(f"unknown elliptic curve name {name!r}")
+    def set_ecdh_curve(self, name, /) -> None:
+        self._fasttls.set_ecdh_curve(name)
 
-    @property
+    def _check_version(self, value) -> None:
+        """The stdlib's rules for minimum_version/maximum_version."""
+        if self.protocol not in _FLEXIBLE_PROTOCOLS:
+            raise ValueError("The context's protocol doesn't support modification of highest "
+                             "and lowest version.")
+        if value in _DEPRECATED_VERSIONS:
+            warnings.warn(f"ssl.TLSVersion.{ssl.TLSVersion(value).name} is deprecated",
+                          DeprecationWarning, stacklevel=4)
+
+    @property  # type: ignore[override]  # the stdlib's own property returns ssl.TLSVersion too
     def minimum_version(self) -> ssl.TLSVersion:
         return self._fasttls.minimum_version
 
     @minimum_version.setter
     def minimum_version(self, value) -> None:
+        self._check_version(value)
         self._fasttls.minimum_version = value
+        if value == ssl.TLSVersion.SSLv3:  # as the stdlib's setter
+            self.options &= ~ssl.OP_NO_SSLv3
 
-    @property
+    @property  # type: ignore[override]  # the stdlib's own property returns ssl.TLSVersion too
     def maximum_version(self) -> ssl.TLSVersion:
         return self._fasttls.maximum_version
 
     @maximum_version.setter
     def maximum_version(self, value) -> None:
+        self._check_version(value)
         self._fasttls.maximum_version = value
 
-    @property
+    @property  # type: ignore[override]  # the stdlib's own property returns ssl.Options too
     def options(self) -> ssl.Options:
-        return ssl.Options(lib.SSL_CTX_get_options(self._fasttls._ctx))
+        """The stdlib's options. OP_NO_RENEGOTIATION is always in force (fasttls never
+        renegotiates) but reported only when the application set it, so the defaults read as
+        the stdlib's."""
+        hidden = _ALWAYS_ON & ~self._options_reported
+        return ssl.Options(self._fasttls.options & ~hidden)
 
     @options.setter
     def options(self, value) -> None:
-        ctx, new = self._fasttls._ctx, int(value)
-        with self._fasttls._lock:
-            old = lib.SSL_CTX_get_options(ctx)
-            lib.SSL_CTX_clear_options(ctx, old & ~new)
-            lib.SSL_CTX_set_options(ctx, new & ~old)
+        new = int(value)
+        if new & ~int(self.options) & _DEPRECATED_OPTIONS:
+            warnings.warn("ssl.OP_NO_SSL*/ssl.OP_NO_TLS* options are deprecated",
+                          DeprecationWarning, stacklevel=3)
+        self._fasttls.options = new | _ALWAYS_ON
+        self._options_reported = new & _ALWAYS_ON
 
     @property
     def num_tickets(self) -> int:
-        return lib.SSL_CTX_get_num_tickets(self._fasttls._ctx)
+        return self._fasttls.num_tickets
 
     @num_tickets.setter
     def num_tickets(self, value: int) -> None:
+        if not isinstance(value, int):
+            raise TypeError(f"num_tickets must be an int, not {type(value).__name__}")
         if value < 0:
             raise ValueError("value must be non-negative")
-        with self._fasttls._lock:
-            lib.SSL_CTX_set_num_tickets(self._fasttls._ctx, value)
+        if self.protocol == ssl.PROTOCOL_TLS_CLIENT:
+            raise ValueError("SSLContext is not a server context.")
+        self._fasttls.num_tickets = value
 
     @property
     def keylog_filename(self):
@@ -313,6 +363,7 @@ class SSLContext(_StdSSLContext):
         (handshake_failure, internal_error); the server's handshake fails with an SSLError."""
         adapter = tls.owner
         ssl_object = adapter.owner if adapter is not None else None
+        assert self._sni_callback is not None
         try:
             result = self._sni_callback(ssl_object, server_name, self)
         except Exception as exc:
@@ -324,19 +375,21 @@ class SSLContext(_StdSSLContext):
                                      "expected None or an alert number"))
         return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
 
+    # The stdlib's private debugging hook: kept (it reads back as set) but never called. Calling
+    # it would take a Python call per TLS message inside the engine's handshake and record
+    # calls, under the context's configuration lock, and a map from every connection to its
+    # SSLSocket; see the README.
     @property
     def _msg_callback(self):
-        return _ssl._SSLContext._msg_callback.__get__(self)
+        return _ssl._SSLContext._msg_callback.__get__(self)  # type: ignore[attr-defined]
 
     @_msg_callback.setter
     def _msg_callback(self, callback) -> None:
-        _ssl._SSLContext._msg_callback.__set__(self, callback)  # the unused base context's
+        # The unused base context's slot, which also checks that it is callable.
+        _ssl._SSLContext._msg_callback.__set__(self, callback)  # type: ignore[attr-defined]
 
     def session_stats(self) -> dict:
-        ctx = self._fasttls._ctx
-        return {name: getattr(lib, "SSL_CTX_sess_" + name)(ctx) for name in (
-            "number", "connect", "connect_good", "connect_renegotiate", "accept", "accept_good",
-            "accept_renegotiate", "hits", "misses", "timeouts", "cache_full")}
+        return self._fasttls.session_stats()
 
 
 for _name in ("verify_mode", "verify_flags", "minimum_version", "maximum_version", "options",
@@ -381,4 +434,8 @@ def create_default_context(purpose=ssl.Purpose.SERVER_AUTH, *, cafile=None, capa
         context.load_verify_locations(cafile, capath, cadata)
     elif context.verify_mode != ssl.CERT_NONE:
         context.load_default_certs(purpose)
+    # As the stdlib's (and only here and in ssl._create_stdlib_context, which does it itself).
+    keylogfile = os.environ.get("SSLKEYLOGFILE")
+    if keylogfile and not sys.flags.ignore_environment:
+        context.keylog_filename = keylogfile
     return context

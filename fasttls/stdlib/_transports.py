@@ -29,7 +29,9 @@ class SocketTransport:
         self._record_left = 0  # unwrap(): bytes of the current record still to read
 
     @property
-    def blocking(self) -> bool:
+    def takes_everything(self) -> bool:
+        """A blocking socket (with or without timeout) takes whole writes; a non-blocking
+        one may refuse ciphertext."""
         return self.sock.gettimeout() != 0.0
 
     def receive(self, size: int = RECV_SIZE) -> bytes:
@@ -89,8 +91,8 @@ class BIOTransport:
 
     __slots__ = ("incoming", "outgoing", "_record_left")
 
-    unsent = b""  # a MemoryBIO takes everything
-    blocking = False
+    unsent = b""
+    takes_everything = True  # a MemoryBIO grows as needed
 
     def __init__(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
         self.incoming = incoming

@@ -393,3 +393,18 @@ def test_helpers_send_the_fatal_alert_after_the_handshake(ca, server_cert):
     listener.close()
     assert raised, "the server did not fail"
     assert any(word in str(raised[0]).lower() for word in ("bad", "decrypt", "mac")), raised
+
+
+def test_memory_bio_write_takes_everything(ca, server_cert):
+    """A MemoryBIO never refuses ciphertext: SSLObject.write() encrypts all it is given and
+    returns its length, as the stdlib's (only a non-blocking socket writes in chunks)."""
+    client = _Memory(_client_context(ca), server_hostname="localhost")
+    server = _Memory(_stdlib_server_context(server_cert), server_side=True)
+    _memory_handshake(client, server)
+    payload = os.urandom(1 << 20)
+    assert client.obj.write(payload) == len(payload)
+    server.incoming.write(client.outgoing.read())
+    received = bytearray()
+    while len(received) < len(payload):
+        received += server.obj.read(65536)
+    assert bytes(received) == payload
