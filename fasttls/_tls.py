@@ -489,6 +489,11 @@ class TLS:
         raise self._failure()
 
     def _refuse_write(self):
+        if self._pending_error is not None:
+            # The failure a read found behind its plaintext (the peer's fatal alert) is what
+            # a write reports too, as with the stdlib.
+            error, self._pending_error = self._pending_error, None
+            raise error
         state = self._state
         if state is State.CLOSING or state is State.CLOSED:
             raise SSLZeroReturnError(ssl.SSL_ERROR_ZERO_RETURN, "write() after close()")

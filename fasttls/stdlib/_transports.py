@@ -35,11 +35,15 @@ class SocketTransport:
         return self.sock.gettimeout() != 0.0
 
     def receive(self, size: int = RECV_SIZE) -> bytes:
-        """Some ciphertext; b"" at EOF. Want-read if a non-blocking socket has nothing."""
+        """Some ciphertext; b"" at EOF. Want-read if a non-blocking socket has nothing. A reset
+        counts as EOF: the adapter reports truncation (SSLEOFError) as the stdlib does when a
+        TLS 1.3 client resets the connection with its session tickets unread."""
         try:
             return socket.socket.recv(self.sock, size)
         except BlockingIOError:
             raise want_read() from None
+        except ConnectionResetError:
+            return b""
 
     def receive_record(self) -> bytes:
         """Ciphertext up to the end of the next record, never beyond: what follows the peer's
