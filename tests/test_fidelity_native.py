@@ -13,6 +13,7 @@ import threading
 import pytest
 
 import fasttls
+from support.peers import bio_handshake_over_socket
 
 DEADLINE = 30
 
@@ -162,14 +163,7 @@ def test_client_gone_right_after_the_handshake(ca, server_cert, api):
     raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    while True:
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(outgoing.read())
-            incoming.write(raw.recv(65536))
-    raw.sendall(outgoing.read())  # the Finished
+    bio_handshake_over_socket(raw, client, incoming, outgoing)  # the Finished sent last
     raw.close()  # no close_notify, and no reading of the tickets
     thread.join(DEADLINE)
     listener.close()

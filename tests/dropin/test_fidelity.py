@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 import fasttls
+from support.peers import bio_handshake_over_socket
 
 DEADLINE = 60  # seconds: every blocking step of these tests is bounded by it
 
@@ -291,14 +292,7 @@ def test_unwrap_leaves_what_follows_close_notify(ca, server_cert):
             raw.settimeout(DEADLINE)
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             obj = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
-            while True:
-                try:
-                    obj.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    raw.sendall(outgoing.read())
-                    incoming.write(raw.recv(65536))
-            raw.sendall(outgoing.read())
+            bio_handshake_over_socket(raw, obj, incoming, outgoing)
             while True:  # until the client's close_notify (read() returns b"")
                 try:
                     if not obj.read(1024):
@@ -368,14 +362,7 @@ def test_helpers_send_the_fatal_alert_after_the_handshake(ca, server_cert):
     raw = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            raw.sendall(outgoing.read())
-            incoming.write(raw.recv(65536))
-    raw.sendall(outgoing.read())
+    bio_handshake_over_socket(raw, obj, incoming, outgoing)
     obj.write(b"hello")
     forged = bytearray(outgoing.read())
     forged[-1] ^= 0x01

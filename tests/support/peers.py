@@ -150,3 +150,20 @@ def socket_read_until(sock, tls, predicate):
     else:
         raise AssertionError("socket read loop did not end")
     return bytes(received)
+
+
+def bio_handshake_over_socket(sock, obj, incoming, outgoing):
+    """Drive a stdlib SSLObject's handshake (with its two MemoryBIOs) over a connected socket,
+    bounded in steps (the socket's timeout bounds each one); its last flight is sent."""
+    for _ in range(MAX_STEPS):
+        try:
+            obj.do_handshake()
+            sock.sendall(outgoing.read())
+            return
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise AssertionError("peer closed the TCP connection during the handshake")
+            incoming.write(data)
+    raise AssertionError("socket handshake did not complete")
