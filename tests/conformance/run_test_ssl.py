@@ -397,8 +397,9 @@ def list_tests(args) -> dict:
                           capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"error: could not list the tests of {MODULE} "
-                         f"(exit status {proc.returncode})")
+        print(f"error: could not list the tests of {MODULE} (exit status {proc.returncode})",
+              file=sys.stderr)
+        raise SystemExit(2)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -622,7 +623,12 @@ class Runner:
 
 def parse_expected(path: Path) -> dict:
     expected, problems = {}, []
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except OSError as error:
+        print(f"error: cannot read the expected-failure list: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -636,7 +642,9 @@ def parse_expected(path: Path) -> dict:
             problems.append(f"{path.name}:{number}: {tid} is listed twice")
         expected[tid] = reason
     if problems:
-        raise SystemExit("error: malformed expected-failure list:\n  " + "\n  ".join(problems))
+        print("error: malformed expected-failure list:\n  " + "\n  ".join(problems),
+              file=sys.stderr)
+        raise SystemExit(2)
     return expected
 
 
