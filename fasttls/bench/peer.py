@@ -55,6 +55,7 @@ def spawn_peer(entry: str, args: Sequence[str]) -> Tuple[subprocess.Popen, Tuple
     proc = subprocess.Popen(
         [sys.executable, "-c", f"from {module} import {function}; {function}()", *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stdin is not None  # both are pipes
     line = proc.stdout.readline()
     if not line:
         stop_peer(proc)
@@ -65,6 +66,7 @@ def spawn_peer(entry: str, args: Sequence[str]) -> Tuple[subprocess.Popen, Tuple
 
 def stop_peer(proc: subprocess.Popen) -> None:
     """Close the peer's stdin (it exits), wait a bounded time, kill it if it is still there."""
+    assert proc.stdout is not None and proc.stdin is not None  # spawn_peer made both pipes
     try:
         proc.stdin.close()
         proc.wait(STOP_TIMEOUT)
