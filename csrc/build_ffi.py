@@ -115,6 +115,9 @@ static const int GEN_EMAIL;
 static const int GEN_DNS;
 static const int GEN_URI;
 static const int GEN_IPADD;
+static const int GEN_RID;
+static const int GEN_DIRNAME;
+void X509_NAME_free(X509_NAME *);
 void X509_free(X509 *);
 X509_NAME *X509_get_subject_name(const X509 *);
 X509_NAME *X509_get_issuer_name(const X509 *);
@@ -238,6 +241,11 @@ CDEF_CALLBACKS = """
 const char *fasttls_build_version(void);
 static const int FASTTLS_ABI;
 extern "Python+C" int fasttls_on_server_name(fasttls_conn *);
+extern "Python+C" void fasttls_on_message(fasttls_conn *, int, int, int, const void *, size_t);
+extern "Python+C" unsigned int fasttls_on_psk_client(SSL_CTX *, const char *, char *, unsigned int,
+                                                    unsigned char *, unsigned int);
+extern "Python+C" unsigned int fasttls_on_psk_server(SSL_CTX *, const char *, unsigned char *,
+                                                    unsigned int);
 """
 
 ffibuilder.cdef(CDEF_OPENSSL + engine_cdef() + CDEF_CALLBACKS)

@@ -242,10 +242,15 @@ static int fasttls_conn_init_inner(fasttls_conn *c, SSL_CTX *ctx, int server)
     SSL_set_bio(c->ssl, b, b); /* one BIO both ways: SSL_set_bio takes the single reference */
     SSL_set_app_data(c->ssl, c);
     SSL_set_verify(c->ssl, SSL_VERIFY_NONE, verify_callback);
-    if (server)
+    if (server) {
         SSL_set_accept_state(c->ssl);
-    else
+    } else {
         SSL_set_connect_state(c->ssl);
+        /* A session ID context is a server's notion. A client's must be empty: OpenSSL refuses
+         * to resume a session whose context differs, and the sessions it makes itself from a
+         * TLS 1.3 PSK callback have none. */
+        SSL_set_session_id_context(c->ssl, (const unsigned char *)"", 0);
+    }
     /* The SSL holds a reference to its first context for as long as it lives (its session
      * context), so this pointer stays valid without one of our own. */
     c->first_ctx = ctx;

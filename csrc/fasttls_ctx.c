@@ -142,6 +142,63 @@ void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on)
     SSL_CTX_set_tlsext_servername_callback(ctx, (on ? server_name_callback : NULL));
 }
 
+/* The stdlib's private debugging hook (`SSLContext._msg_callback`): every TLS message and record
+ * header of connections created while it is on, handed to the Python layer (an `extern
+ * "Python+C"` function, GIL held) inside the engine call that reads or writes it. Off by
+ * default: no cost then. */
+void fasttls_on_message(fasttls_conn *c, int write_p, int version, int content_type,
+                        const void *buf, size_t len);
+
+static void message_callback(int write_p, int version, int content_type, const void *buf,
+                             size_t len, SSL *ssl, void *arg)
+{
+    fasttls_conn *c = SSL_get_app_data(ssl);
+    (void)arg;
+    if (c != NULL)
+        fasttls_on_message(c, write_p, version, content_type, buf, len);
+}
+
+void fasttls_ctx_enable_msg_callback(SSL_CTX *ctx, int on)
+{
+    SSL_CTX_set_msg_callback(ctx, on ? message_callback : NULL);
+}
+
+/* TLS-PSK (the stdlib's set_psk_client_callback / set_psk_server_callback): the Python layer
+ * (`extern "Python+C"` functions, GIL held) finds the callback of the connection's context and
+ * fills OpenSSL's buffers. A result of 0 refuses the handshake. */
+unsigned int fasttls_on_psk_client(SSL_CTX *ctx, const char *hint, char *identity,
+                                   unsigned int max_identity_len, unsigned char *psk,
+                                   unsigned int max_psk_len);
+unsigned int fasttls_on_psk_server(SSL_CTX *ctx, const char *identity, unsigned char *psk,
+                                   unsigned int max_psk_len);
+
+static unsigned int psk_client_callback(SSL *ssl, const char *hint, char *identity,
+                                        unsigned int max_identity_len, unsigned char *psk,
+                                        unsigned int max_psk_len)
+{
+    return fasttls_on_psk_client(SSL_get_SSL_CTX(ssl), hint, identity, max_identity_len, psk,
+                                 max_psk_len);
+}
+
+static unsigned int psk_server_callback(SSL *ssl, const char *identity, unsigned char *psk,
+                                        unsigned int max_psk_len)
+{
+    return fasttls_on_psk_server(SSL_get_SSL_CTX(ssl), identity, psk, max_psk_len);
+}
+
+void fasttls_ctx_enable_psk_client(SSL_CTX *ctx, int on)
+{
+    SSL_CTX_set_psk_client_callback(ctx, on ? psk_client_callback : NULL);
+}
+
+/* The identity hint (NULL for none) goes to TLS 1.2 clients. 1 done, 0 refused (too long). */
+int fasttls_ctx_enable_psk_server(SSL_CTX *ctx, int on, const char *hint)
+{
+    ERR_clear_error();
+    SSL_CTX_set_psk_server_callback(ctx, on ? psk_server_callback : NULL);
+    return SSL_CTX_use_psk_identity_hint(ctx, on ? hint : NULL);
+}
+
 /* A chain file with the leaf alone means "no chain given": OpenSSL then completes the chain
  * from the trust store, as it does for the stdlib. An empty stack would be taken as an explicit
  * empty chain and switch that off. */
@@ -233,6 +290,9 @@ SSL_CTX *fasttls_ctx_new(void)
     /* Level 2 (112-bit security): no RSA/DH keys under 2048 bits, no SHA-1 signatures, whatever
      * the system configuration says (like the stdlib's @SECLEVEL=2). */
     SSL_CTX_set_security_level(ctx, 2);
+    /* Prefer trust anchors to untrusted intermediates when building chains (cross-signed
+     * roots), and report it, as the stdlib does (bpo-23476). */
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_TRUSTED_FIRST);
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, x);
     SSL_CTX_set_cert_cb(ctx, identity_callback, NULL);

@@ -11,7 +11,7 @@
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 3
+#define FASTTLS_ABI 4
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
@@ -79,6 +79,11 @@ int fasttls_ctx_cipher_count(SSL_CTX *ctx);
 const SSL_CIPHER *fasttls_ctx_cipher(SSL_CTX *ctx, int i);
 size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, size_t len);
 void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on);
+/* Connections created afterwards report every TLS message (see fasttls_on_message). */
+void fasttls_ctx_enable_msg_callback(SSL_CTX *ctx, int on);
+/* TLS-PSK callbacks of connections created afterwards (see fasttls_on_psk_client/_server). */
+void fasttls_ctx_enable_psk_client(SSL_CTX *ctx, int on);
+int fasttls_ctx_enable_psk_server(SSL_CTX *ctx, int on, const char *hint);
 const char *fasttls_conn_server_name(fasttls_conn *c);
 int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx);
 int fasttls_conn_set_session(fasttls_conn *c, SSL_SESSION *session);
@@ -112,5 +117,11 @@ int fasttls_name_entry(X509_NAME *name, int i, int *set, char *field, size_t fie
 int fasttls_x509_time(X509 *x, int not_after, char *buf, size_t len);
 int fasttls_x509_serial(X509 *x, char *buf, size_t len);
 int fasttls_x509_san(X509 *x, int i, int *type, unsigned char **value);
+X509_NAME *fasttls_x509_san_dirname(X509 *x, int i);
+/* fasttls_x509_uri: which URIs (authorityInfoAccess, crlDistributionPoints). */
+#define FASTTLS_URI_OCSP 0
+#define FASTTLS_URI_CA_ISSUERS 1
+#define FASTTLS_URI_CRL 2
+int fasttls_x509_uri(X509 *x, int which, int i, unsigned char **value);
 
 #endif

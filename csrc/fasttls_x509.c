@@ -78,7 +78,9 @@ EVP_PKEY *fasttls_read_key(const char *pem, size_t len, const char *password, si
     return key;
 }
 
-/* Trust anchors from memory, PEM or concatenated DER; returns how many were added, -1 on error. */
+/* Trust anchors from memory, PEM or concatenated DER; returns how many were added, 0 when the
+ * data holds no certificate at all, -1 on an error (after some, or in the store); the error
+ * stays on the queue for the caller. */
 int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t len, int pem)
 {
     const unsigned char *p = data;
@@ -107,7 +109,7 @@ int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t le
     if (count > 0 && (pem ? ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE
                           : p == data + len))
         ERR_clear_error();
-    else if (count >= 0)
+    else if (count > 0)
         count = -1;
     return count;
 }
@@ -309,44 +311,145 @@ int fasttls_x509_time(X509 *x, int not_after, char *buf, size_t len)
     return n;
 }
 
+/* The serial number as the stdlib shows it (i2a_ASN1_INTEGER: upper-case hex in pairs, "00"
+ * for zero, where BN_bn2hex would write "0"). */
 int fasttls_x509_serial(X509 *x, char *buf, size_t len)
 {
-    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-    char *hex = bn ? BN_bn2hex(bn) : NULL;
-    int ok = hex != NULL && strlen(hex) < len;
+    BIO *b = BIO_new(BIO_s_mem());
+    int n = -1, ok;
+    if (b != NULL && i2a_ASN1_INTEGER(b, X509_get0_serialNumber(x)) >= 0)
+        n = BIO_read(b, buf, len > INT_MAX ? INT_MAX : (int)len);
+    BIO_free(b);
+    ok = n > 0 && (size_t)n < len;
     if (ok)
-        strcpy(buf, hex);
+        buf[n] = '\0';
     else
         ERR_clear_error();
-    OPENSSL_free(hex);
-    BN_free(bn);
     return ok;
 }
 
-/* subjectAltName entry i: its GEN_* type and raw value (to be freed with fasttls_free).
+static unsigned char *copy_bytes(const void *data, int n)
+{
+    unsigned char *p = n > 0 ? OPENSSL_malloc((size_t)n) : NULL;
+    if (p != NULL)
+        memcpy(p, data, (size_t)n);
+    return p;
+}
+
+/* subjectAltName entry i: its GEN_* type and value (to be freed with fasttls_free), as the
+ * stdlib's getpeercert() takes it: the raw bytes of DNS, email, URI and IP entries; the text of
+ * a registered ID (i2t_ASN1_OBJECT); GENERAL_NAME_print's "kind:value" text for the others
+ * (otherName, X400, EDI party); nothing for a directory name (see fasttls_x509_san_dirname).
  * Returns the value's length, or -1 past the end. */
 int fasttls_x509_san(X509 *x, int i, int *type, unsigned char **value)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     GENERAL_NAME *g;
     const ASN1_STRING *s = NULL;
+    char text[2048];
+    BIO *b;
     int n = -1;
     *value = NULL;
-    if (names == NULL || i >= sk_GENERAL_NAME_num(names))
+    if (names == NULL || i < 0 || i >= sk_GENERAL_NAME_num(names))
         goto done;
     g = sk_GENERAL_NAME_value(names, i);
     *type = g->type;
-    if (g->type == GEN_DNS || g->type == GEN_EMAIL || g->type == GEN_URI)
-        s = g->d.ia5;
-    else if (g->type == GEN_IPADD)
-        s = g->d.ip;
     n = 0;
-    if (s != NULL && (n = ASN1_STRING_length(s)) > 0 && (*value = OPENSSL_malloc((size_t)n)) != NULL)
-        memcpy(*value, ASN1_STRING_get0_data(s), (size_t)n);
-    else
+    switch (g->type) {
+    case GEN_DNS:
+    case GEN_EMAIL:
+    case GEN_URI:
+        s = g->d.ia5;
+        break;
+    case GEN_IPADD:
+        s = g->d.ip;
+        break;
+    case GEN_DIRNAME:
+        break;
+    case GEN_RID:
+        n = i2t_ASN1_OBJECT(text, sizeof(text) - 1, g->d.rid);
+        n = n > 0 && n < (int)sizeof(text) - 1 ? n : 0;
+        *value = copy_bytes(text, n);
+        break;
+    default:
+        if ((b = BIO_new(BIO_s_mem())) != NULL && GENERAL_NAME_print(b, g) > 0)
+            n = BIO_gets(b, text, sizeof(text) - 1);
+        BIO_free(b);
+        *value = copy_bytes(text, n > 0 ? n : 0);
+        break;
+    }
+    if (s != NULL)
+        *value = copy_bytes(ASN1_STRING_get0_data(s), n = ASN1_STRING_length(s));
+    if (*value == NULL)
         n = 0;
 done:
     GENERAL_NAMES_free(names);
+    ERR_clear_error();
+    return n;
+}
+
+/* The directory name of subjectAltName entry i (a copy, for X509_NAME_free), or NULL. */
+X509_NAME *fasttls_x509_san_dirname(X509 *x, int i)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    GENERAL_NAME *g;
+    X509_NAME *name = NULL;
+    if (names != NULL && i >= 0 && i < sk_GENERAL_NAME_num(names)) {
+        g = sk_GENERAL_NAME_value(names, i);
+        if (g->type == GEN_DIRNAME)
+            name = X509_NAME_dup(g->d.dirn);
+    }
+    GENERAL_NAMES_free(names);
+    ERR_clear_error();
+    return name;
+}
+
+/* URI i of a certificate's OCSP responders (FASTTLS_URI_OCSP), CA issuers
+ * (FASTTLS_URI_CA_ISSUERS, both from authorityInfoAccess) or CRL distribution points
+ * (FASTTLS_URI_CRL, full names only), to be freed with fasttls_free, as the stdlib lists them.
+ * Returns its length, -1 past the end, -2 if the certificate has no such extension (or an
+ * empty one). */
+int fasttls_x509_uri(X509 *x, int which, int i, unsigned char **value)
+{
+    const ASN1_IA5STRING *found = NULL;
+    int j, k, seen = 0, n = -2;
+    *value = NULL;
+    if (which == FASTTLS_URI_CRL) {
+        CRL_DIST_POINTS *dps = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
+        for (j = 0; dps != NULL && found == NULL && j < sk_DIST_POINT_num(dps); j++) {
+            DIST_POINT *dp = sk_DIST_POINT_value(dps, j);
+            GENERAL_NAMES *gns;
+            /* No name (CVE-2019-5010), or a name relative to the issuer: no URI. */
+            if (dp->distpoint == NULL || dp->distpoint->type != 0)
+                continue;
+            gns = dp->distpoint->name.fullname;
+            for (k = 0; found == NULL && k < sk_GENERAL_NAME_num(gns); k++) {
+                GENERAL_NAME *g = sk_GENERAL_NAME_value(gns, k);
+                if (g->type == GEN_URI && seen++ == i)
+                    found = g->d.uniformResourceIdentifier;
+            }
+        }
+        /* The stdlib leaves the field out when no distribution point has a URI. */
+        n = seen > 0 || found != NULL ? -1 : -2;
+        if (found != NULL)
+            *value = copy_bytes(ASN1_STRING_get0_data(found), n = ASN1_STRING_length(found));
+        CRL_DIST_POINTS_free(dps);
+    } else {
+        AUTHORITY_INFO_ACCESS *info = X509_get_ext_d2i(x, NID_info_access, NULL, NULL);
+        int nid = which == FASTTLS_URI_OCSP ? NID_ad_OCSP : NID_ad_ca_issuers;
+        if (info != NULL && sk_ACCESS_DESCRIPTION_num(info) > 0)
+            n = -1;
+        for (j = 0; info != NULL && found == NULL && j < sk_ACCESS_DESCRIPTION_num(info); j++) {
+            ACCESS_DESCRIPTION *ad = sk_ACCESS_DESCRIPTION_value(info, j);
+            if (OBJ_obj2nid(ad->method) == nid && ad->location->type == GEN_URI && seen++ == i)
+                found = ad->location->d.uniformResourceIdentifier;
+        }
+        if (found != NULL)
+            *value = copy_bytes(ASN1_STRING_get0_data(found), n = ASN1_STRING_length(found));
+        AUTHORITY_INFO_ACCESS_free(info);
+    }
+    if (found != NULL && *value == NULL)
+        n = 0;
     ERR_clear_error();
     return n;
 }

@@ -1,4 +1,5 @@
-"""Decoding an X509 certificate into the dict the stdlib's getpeercert() returns."""
+"""Decoding an X509 certificate into the dict the stdlib's getpeercert() returns (the same
+keys and values as `_ssl._test_decode_cert`)."""
 import ipaddress
 
 from fasttls._binding import ffi, lib
@@ -43,6 +44,10 @@ def _ip_text(raw):
 
 
 def _alt_names(x509):
+    """subjectAltName entries as the stdlib's getpeercert() shows them, every kind included:
+    ("DNS", ...), ("email", ...), ("URI", ...), ("IP Address", ...), ("Registered ID", oid),
+    ("DirName", name tuple), and OpenSSL's printed form for the others, e.g.
+    ("othername", "<unsupported>")."""
     names = []
     kind = ffi.new("int *")
     value = ffi.new("unsigned char **")
@@ -56,8 +61,35 @@ def _alt_names(x509):
         if label == "IP Address":
             names.append((label, _ip_text(raw)))
         elif label is not None:
-            names.append((label, raw.decode("ascii", "replace")))
+            names.append((label, raw.decode("utf-8", "replace")))
+        elif kind[0] == lib.GEN_RID:
+            names.append(("Registered ID", raw.decode("ascii", "replace") or "<INVALID>"))
+        elif kind[0] == lib.GEN_DIRNAME:
+            dirname = lib.fasttls_x509_san_dirname(x509, i)
+            if dirname != ffi.NULL:
+                try:
+                    names.append(("DirName", _name(dirname)))
+                finally:
+                    lib.X509_NAME_free(dirname)
+        else:
+            kind_text, sep, rest = raw.decode("utf-8", "replace").partition(":")
+            if sep:
+                names.append((kind_text, rest))
         i += 1
+
+
+def _uris(x509, which):
+    """The URIs of one kind (lib.FASTTLS_URI_*), or None when the certificate has none."""
+    found = []
+    value = ffi.new("unsigned char **")
+    while True:
+        n = lib.fasttls_x509_uri(x509, which, len(found), value)
+        if n == -2:
+            return None
+        if n < 0:
+            return tuple(found)
+        found.append(_take(value[0], n).decode("utf-8", "replace") if value[0] != ffi.NULL
+                     else "")
 
 
 def _time(x509, not_after):
@@ -80,6 +112,12 @@ def certificate_dict(x509):
     alt_names = _alt_names(x509)
     if alt_names:
         info["subjectAltName"] = alt_names
+    # The fields the stdlib adds, under its names, when the certificate has them.
+    for key, which in (("OCSP", lib.FASTTLS_URI_OCSP), ("caIssuers", lib.FASTTLS_URI_CA_ISSUERS),
+                       ("crlDistributionPoints", lib.FASTTLS_URI_CRL)):
+        uris = _uris(x509, which)
+        if uris is not None:
+            info[key] = uris
     return info
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "SSLEOFError",
     "error_from_conn",
     "error_from_queue",
+    "report_unraisable",
 ]
 
 
@@ -22,19 +23,26 @@ class SSLError(ssl.SSLError):
     "WRONG_VERSION_NUMBER"); `lib_code`/`reason_code` are OpenSSL's numbers; `alert` holds the
     bytes (a TLS alert) to send to the peer before giving up, maybe b""."""
 
-    library = None
-    reason = None
+    # typeshed types the stdlib's as str, but the stdlib too leaves them None for an error
+    # that OpenSSL does not name.
+    library: "str | None" = None  # type: ignore[assignment]
+    reason: "str | None" = None  # type: ignore[assignment]
     lib_code = 0
     reason_code = 0
     alert = b""
 
 
 class SSLCertVerificationError(SSLError, ssl.SSLCertVerificationError):
-    """The peer's certificate failed verification; `verify_code` is OpenSSL's X509_V_ERR_* and
-    `verify_message` names the cause and the certificate concerned."""
+    """The peer's certificate failed verification. `verify_code` is OpenSSL's X509_V_ERR_* and
+    `verify_message` its text, exactly as the stdlib gives them ("unable to get local issuer
+    certificate", "Hostname mismatch, certificate is not valid for 'x'."). The certificate
+    concerned is in `verify_depth` (0 the peer's own, None if unknown) and `verify_subject`
+    (OpenSSL's one-line form, "" if unknown); str(exc) names it too."""
 
     verify_code = 0
     verify_message = ""
+    verify_depth: "int | None" = None
+    verify_subject = ""
 
 
 class SSLZeroReturnError(SSLError, ssl.SSLZeroReturnError):
@@ -102,18 +110,13 @@ def error_from_queue(what, cls=SSLError):
 
 
 def verify_message(conn, hostname):
-    """Why verification failed, naming the certificate (and the hostname on a mismatch)."""
+    """Why verification failed, in the stdlib's words (its verify_message)."""
     code = conn.verify_code
     if code == _X509_V_ERR_HOSTNAME_MISMATCH:
-        cause = f"Hostname mismatch, certificate is not valid for {hostname!r}."
-    elif code == _X509_V_ERR_IP_ADDRESS_MISMATCH:
-        cause = f"IP address mismatch, certificate is not valid for {hostname!r}."
-    else:
-        cause = _text(lib.X509_verify_cert_error_string(code))
-    subject = ffi.string(conn.verify_subject).decode("utf-8", "replace")
-    if subject:
-        cause += f" (certificate at depth {conn.verify_depth}: {subject})"
-    return cause
+        return f"Hostname mismatch, certificate is not valid for {hostname!r}."
+    if code == _X509_V_ERR_IP_ADDRESS_MISMATCH:
+        return f"IP address mismatch, certificate is not valid for {hostname!r}."
+    return _text(lib.X509_verify_cert_error_string(code)) or f"error {code}"
 
 
 def error_from_conn(conn, hostname=None):
@@ -123,11 +126,34 @@ def error_from_conn(conn, hostname=None):
     if code and lib.ERR_GET_LIB(code) == lib.ERR_LIB_SSL and (
         lib.ERR_GET_REASON(code) == _CERTIFICATE_VERIFY_FAILED
     ):
-        message = verify_message(conn, hostname)
-        exc = _build(SSLCertVerificationError, ssl.SSL_ERROR_SSL, message, code)
+        cause = verify_message(conn, hostname)
+        subject = ffi.string(conn.verify_subject).decode("utf-8", "replace")
+        # The message also names the certificate concerned (the stdlib's does not).
+        detail = f" (certificate at depth {conn.verify_depth}: {subject})" if subject else ""
+        exc = _build(SSLCertVerificationError, ssl.SSL_ERROR_SSL, cause + detail, code)
         exc.verify_code = conn.verify_code
-        exc.verify_message = message
+        exc.verify_message = cause
+        exc.verify_depth = conn.verify_depth if subject else None
+        exc.verify_subject = subject
         return exc
     if not code:
         return _build(SSLError, errno, f"TLS failure (OpenSSL SSL_get_error {errno})", 0)
     return _build(SSLError, errno, "", code)
+
+
+class _RaiseWhenCollected:
+    """An exception Python itself reports as unraisable: raised from __del__, it goes through
+    the interpreter's own PyErr_WriteUnraisable, hence to sys.unraisablehook (which insists on
+    the interpreter's own argument type, so it cannot be called directly)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __del__(self) -> None:
+        raise self.exc
+
+
+def report_unraisable(exc: BaseException) -> None:
+    """Report an exception of a callback that cannot raise into its caller (it runs inside an
+    engine call) to sys.unraisablehook, as the stdlib reports those of its callbacks."""
+    _RaiseWhenCollected(exc)  # collected at once (no other reference)

@@ -18,10 +18,11 @@ import os
 import ssl
 import sys
 import warnings
+import weakref
 from typing import Any, Callable, Optional
 
 from fasttls._context import Context
-from fasttls._errors import SSLError
+from fasttls._errors import SSLError, report_unraisable
 from fasttls._tls import TLS
 
 from ._adapter import SessionCache, SSLObjectAdapter
@@ -31,15 +32,14 @@ __all__ = ["SSLContext", "create_default_context"]
 
 _StdSSLContext = ssl.SSLContext  # captured before any injection
 
-# The options every stdlib context starts with (OpenSSL 3.0's SSL_OP_ALL without
-# DONT_INSERT_EMPTY_FRAGMENTS, as CPython takes it, and what CPython adds).
-_STDLIB_OPTIONS = (ssl.OP_ALL | ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 | ssl.OP_NO_COMPRESSION
-                   | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_DH_USE
-                   | ssl.OP_SINGLE_ECDH_USE | ssl.OP_ENABLE_MIDDLEBOX_COMPAT)
+# SSL_OP_LEGACY_SERVER_CONNECT (ssl.OP_LEGACY_SERVER_CONNECT from Python 3.12): connecting to
+# servers without RFC 5746 secure renegotiation. OpenSSL 1.1.1 sets it by default, 3.0 does not;
+# fasttls never starts with it, whatever OpenSSL the stdlib uses.
+_OP_LEGACY_SERVER_CONNECT = 0x4
 # Always in force on a fasttls context, whatever `options` is set to, and reported by
 # `options` only when the application set it: fasttls never renegotiates (a deliberate
-# difference from the stdlib, for security: a renegotiation may change the peer's identity
-# mid-connection, and TLS 1.3 has none).
+# difference from the stdlib, for security: a TLS 1.2 renegotiation may change the peer's
+# identity mid-connection, and TLS 1.3 has none).
 _ALWAYS_ON = int(ssl.OP_NO_RENEGOTIATION)
 # The stdlib warns when one of these is turned on (its "opt_no" set).
 _DEPRECATED_OPTIONS = int(ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 | ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1
@@ -84,22 +84,6 @@ def _also_for_stdlib_contexts(prop: property) -> property:
     return property(fget, fset, doc=prop.__doc__)
 
 
-class _RaiseWhenCollected:
-    """An exception Python itself reports as unraisable: raised from __del__, it goes through
-    the interpreter's own PyErr_WriteUnraisable, hence to sys.unraisablehook (which insists on
-    the interpreter's own argument type, so it cannot be called directly)."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-    def __del__(self) -> None:
-        raise self.exc
-
-
-def _report_unraisable(exc: BaseException) -> None:
-    _RaiseWhenCollected(exc)  # collected at once (no other reference)
-
-
 def _stdlib_error(cause: SSLError, message: str, library: Optional[str],
                   reason: Optional[str]) -> SSLError:
     """`cause` (a fasttls configuration error) with the stdlib's message text; fasttls's own,
@@ -121,7 +105,7 @@ class SSLContext(_StdSSLContext):
     _sessions: SessionCache
     _sni_callback: Optional[Callable[..., Any]]
     _post_handshake_auth: bool
-    _options_reported: int
+    _msg_callback_function: Optional[Callable[..., Any]]
     client_session_cache: bool
 
     def __new__(cls, protocol=None, *args, **kwargs):
@@ -140,29 +124,37 @@ class SSLContext(_StdSSLContext):
         else:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        # The stdlib's own default options for this protocol: those of the base context.
         ctx.hostname_checks_common_name = True
-        ctx.options = _STDLIB_OPTIONS | _ALWAYS_ON
+        stdlib_options = int(_ssl._SSLContext.options.__get__(self))
+        ctx.options = (stdlib_options & ~_OP_LEGACY_SERVER_CONNECT) | _ALWAYS_ON
         minimum, maximum = _versions_of(protocol)
         if minimum is not None:
             ctx.minimum_version, ctx.maximum_version = minimum, maximum
         self._fasttls = ctx
-        self._options_reported = 0
         self._sessions = SessionCache()
         self._sni_callback = None
         self._post_handshake_auth = False
+        self._msg_callback_function = None
         self.client_session_cache = True
         return self
 
     # ---- engine objects for ssl.SSLSocket / ssl.SSLObject ----
 
     def _wrap_socket(self, sock, server_side, server_hostname=None, *, owner=None, session=None):
-        return SSLObjectAdapter(self, SocketTransport(sock), server_side, server_hostname, owner,
-                                session)
+        return self._watched(SSLObjectAdapter(self, SocketTransport(sock), server_side,
+                                              server_hostname, owner, session))
 
     def _wrap_bio(self, incoming, outgoing, server_side, server_hostname=None, *, owner=None,
                   session=None):
-        return SSLObjectAdapter(self, BIOTransport(incoming, outgoing), server_side,
-                                server_hostname, owner, session)
+        return self._watched(SSLObjectAdapter(self, BIOTransport(incoming, outgoing),
+                                              server_side, server_hostname, owner, session))
+
+    def _watched(self, adapter: SSLObjectAdapter) -> SSLObjectAdapter:
+        """`adapter`, its messages reported to _msg_callback if there is one."""
+        if self._msg_callback_function is not None:
+            self._fasttls._watch_messages(adapter._tls, _MessageHook(self, adapter))
+        return adapter
 
     # ---- verification ----
 
@@ -193,7 +185,7 @@ class SSLContext(_StdSSLContext):
     def hostname_checks_common_name(self) -> bool:
         """True by default, as in the stdlib: a certificate with no DNS name in subjectAltName
         matches the hostname through its subject commonName (the native API's default is
-        False)."""
+        False: RFC 6125 deprecates the fallback). False: only subjectAltName is matched."""
         return self._fasttls.hostname_checks_common_name
 
     @hostname_checks_common_name.setter
@@ -306,20 +298,22 @@ class SSLContext(_StdSSLContext):
 
     @property  # type: ignore[override]  # the stdlib's own property returns ssl.Options too
     def options(self) -> ssl.Options:
-        """The stdlib's options. OP_NO_RENEGOTIATION is always in force (fasttls never
-        renegotiates) but reported only when the application set it, so the defaults read as
-        the stdlib's."""
-        hidden = _ALWAYS_ON & ~self._options_reported
-        return ssl.Options(self._fasttls.options & ~hidden)
+        """The options in force: the stdlib's defaults, plus OP_NO_RENEGOTIATION, which is
+        always set (fasttls never renegotiates: a documented security choice) and reported as
+        it is, never hidden."""
+        return ssl.Options(self._fasttls.options)
 
     @options.setter
     def options(self, value) -> None:
+        if not isinstance(value, int):
+            raise TypeError(f"options must be an int, not {type(value).__name__}")
+        if not 0 <= value < 2**64:  # OpenSSL's uint64_t, as the stdlib checks it
+            raise OverflowError("options must be a 64-bit unsigned integer")
         new = int(value)
         if new & ~int(self.options) & _DEPRECATED_OPTIONS:
             warnings.warn("ssl.OP_NO_SSL*/ssl.OP_NO_TLS* options are deprecated",
                           DeprecationWarning, stacklevel=3)
         self._fasttls.options = new | _ALWAYS_ON
-        self._options_reported = new & _ALWAYS_ON
 
     @property
     def num_tickets(self) -> int:
@@ -367,35 +361,104 @@ class SSLContext(_StdSSLContext):
         try:
             result = self._sni_callback(ssl_object, server_name, self)
         except Exception as exc:
-            _report_unraisable(exc)
+            report_unraisable(exc)
             return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
         if result is None or (isinstance(result, int) and not isinstance(result, bool)):
             return result
-        _report_unraisable(TypeError(f"sni_callback returned {type(result).__name__}, "
-                                     "expected None or an alert number"))
+        report_unraisable(TypeError(f"sni_callback returned {type(result).__name__}, "
+                                    "expected None or an alert number"))
         return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
 
-    # The stdlib's private debugging hook: kept (it reads back as set) but never called. Calling
-    # it would take a Python call per TLS message inside the engine's handshake and record
-    # calls, under the context's configuration lock, and a map from every connection to its
-    # SSLSocket; see the README.
     @property
     def _msg_callback(self):
-        return _ssl._SSLContext._msg_callback.__get__(self)  # type: ignore[attr-defined]
+        """The stdlib's private debugging hook: `callback(conn, direction, version,
+        content_type, msg_type, data)` for every TLS message and record header of connections
+        created afterwards, as the stdlib calls it. An exception it raises goes to
+        sys.unraisablehook (the stdlib raises it from the socket call). It runs inside the
+        engine call: it must not use the connection or change the context."""
+        return self._msg_callback_function
 
     @_msg_callback.setter
     def _msg_callback(self, callback) -> None:
-        # The unused base context's slot, which also checks that it is callable.
-        _ssl._SSLContext._msg_callback.__set__(self, callback)  # type: ignore[attr-defined]
+        if callback is not None and not callable(callback):
+            raise TypeError(f"{callback} is not callable.")
+        self._msg_callback_function = callback
+        self._fasttls._enable_message_hook(callback is not None)
 
     def session_stats(self) -> dict:
         return self._fasttls.session_stats()
+
+    if sys.version_info >= (3, 13):  # the stdlib's TLS-PSK API, new in 3.13
+        def set_psk_client_callback(self, callback) -> None:
+            if self.protocol == ssl.PROTOCOL_TLS_SERVER:
+                raise SSLError(ssl.SSL_ERROR_SSL, "Cannot add PSK client callback to a "
+                                                  "PROTOCOL_TLS_SERVER context")
+            self._fasttls.set_psk_client_callback(callback)
+
+        def set_psk_server_callback(self, callback, identity_hint=None) -> None:
+            if self.protocol == ssl.PROTOCOL_TLS_CLIENT:
+                raise SSLError(ssl.SSL_ERROR_SSL, "Cannot add PSK server callback to a "
+                                                  "PROTOCOL_TLS_CLIENT context")
+            self._fasttls.set_psk_server_callback(callback, identity_hint)
 
 
 for _name in ("verify_mode", "verify_flags", "minimum_version", "maximum_version", "options",
               "_msg_callback"):
     setattr(SSLContext, _name, _also_for_stdlib_contexts(getattr(SSLContext, _name)))
 del _name
+
+
+_SSL3_MT_CHANGE_CIPHER_SPEC = 0x0101  # OpenSSL's pseudo message type, as the stdlib reports it
+# The stdlib's private enums of its message callback (not in typeshed).
+_ContentType: Any = getattr(ssl, "_TLSContentType")
+_AlertType: Any = getattr(ssl, "_TLSAlertType")
+_MessageType: Any = getattr(ssl, "_TLSMessageType")
+
+
+def _as_enum(enum: Any, value: int) -> Any:
+    """ssl.py's conversions for the message callback: the enum member, else the number."""
+    try:
+        return enum(value)
+    except ValueError:
+        return value
+
+
+class _MessageHook:
+    """One connection's messages to its context's _msg_callback, decoded as the stdlib decodes
+    them (_ssl.c's _PySSL_msg_callback, then ssl.py's enums)."""
+
+    __slots__ = ("_context", "_adapter")
+
+    def __init__(self, context: SSLContext, adapter: SSLObjectAdapter) -> None:
+        self._context = context
+        self._adapter = weakref.ref(adapter)
+
+    def __call__(self, written: bool, version: int, content_type: int, data: bytes) -> None:
+        callback = self._context._msg_callback_function
+        adapter = self._adapter()
+        if callback is None or adapter is None:
+            return
+        conn = adapter.owner
+        msg_type = -1
+        if content_type == _ContentType.CHANGE_CIPHER_SPEC:
+            msg_type = _SSL3_MT_CHANGE_CIPHER_SPEC
+        elif content_type == _ContentType.ALERT and len(data) >= 2:
+            msg_type = data[1]  # the description (data[0] is the level)
+        elif content_type == _ContentType.HEADER and len(data) >= 3:
+            version = data[1] << 8 | data[2]  # the record header names it
+            msg_type = data[0]
+        elif content_type in (_ContentType.HANDSHAKE,
+                              _ContentType.INNER_CONTENT_TYPE) and data:
+            msg_type = data[0]
+        kind = (_ContentType if content_type == _ContentType.HEADER
+                else _AlertType if content_type == _ContentType.ALERT
+                else _MessageType)
+        try:
+            callback(conn if conn is not None else adapter, "write" if written else "read",
+                     _as_enum(ssl.TLSVersion, version), _as_enum(_ContentType, content_type),
+                     _as_enum(kind, msg_type), data)
+        except Exception as exc:
+            report_unraisable(exc)
 
 
 class _AnySSLContext(type):
