@@ -214,3 +214,56 @@ def test_unread_plaintext_comes_first(ca, server_cert):
     server.unread(data)
     assert server.read() == b"firstsecond"
     assert server.pending == 0
+
+
+def test_plaintext_kept_when_the_keyupdate_reply_fails(tmp_path, identity):
+    """`openssl s_server` sends a line and then a KeyUpdate asking for ours; our write side is
+    shut, so sending the reply fails: the line, already decrypted, is still there for the next
+    read (before, the failed send dropped it)."""
+    import os
+    import re
+    import select
+    import subprocess
+    import time
+
+    from support.requires import require_program
+
+    openssl = require_program("openssl")
+    paths = identity.write(tmp_path)
+    proc = subprocess.Popen(
+        [openssl, "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-tls1_3",
+         "-cert", str(paths["cert"]), "-key", str(paths["key"])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        seen, port = b"", None
+        deadline = time.monotonic() + DEADLINE
+        while port is None and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 1)[0]:
+                seen += os.read(proc.stdout.fileno(), 4096)
+            match = re.search(rb"ACCEPT 127\.0\.0\.1:(\d+)\s", seen)
+            port = int(match.group(1)) if match else None
+        assert port, seen
+        sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        tls = fasttls.newtls("client", fasttls.newctx(cadata=identity.ca_pem), "localhost")
+        fasttls.init_requestfunc(sock, tls)()
+        # A line, then "K" on a line of its own (s_server reads each command from one read of its
+        # stdin): KeyUpdate, asking for ours.
+        for command in (b"hello from s_server\n", b"K\n"):
+            proc.stdin.write(command)
+            proc.stdin.flush()
+            time.sleep(0.3)
+        for _ in range(100):  # until both records are in our socket buffer
+            if len(sock.recv(65536, socket.MSG_PEEK)) >= 42 + 27:
+                break
+            time.sleep(0.05)
+        sock.shutdown(socket.SHUT_WR)
+        read = fasttls.readfunc(sock, tls)
+        with pytest.raises(OSError):  # BrokenPipeError: the reply cannot leave
+            read()
+        assert read() == b"hello from s_server\n"
+        sock.close()
+    finally:
+        proc.kill()
+        proc.wait(DEADLINE)
+        proc.stdout.close()
+        proc.stdin.close()
