@@ -267,8 +267,7 @@ class TLS:
             raise ValueError("Cannot set session for server-side SSLSocket.")
         if self._started:
             raise ValueError("Cannot set session after handshake.")
-        if not lib.SSL_set_session(self._ssl(), session._ptr):
-            lib.ERR_clear_error()
+        if not lib.fasttls_conn_set_session(self._conn, session._ptr):  # leaves no error queued
             raise SSLError(ssl.SSL_ERROR_SSL, "cannot use this session")
 
     @property
