@@ -2,6 +2,7 @@
 enabling others (x448, P-521, the RFC 7919 finite-field groups), and unknown names refused.
 Peer: the stdlib, restricted to one group with its set_ecdh_curve (which applies to clients too)."""
 import ssl
+import sys
 
 import pytest
 
@@ -49,6 +50,9 @@ def test_default_groups_are_documented_and_applied(identities):
     ("X25519:x448:P-521:ffdhe2048", "secp521r1", "secp521r1"),
 ])
 def test_enabled_groups_are_negotiated_server(identities, groups, stdlib_curve, expected):
+    if sys.version_info < (3, 10) and stdlib_curve in ("X448", "ffdhe2048"):
+        pytest.skip("Python 3.9's set_ecdh_curve knows only EC curves: no stdlib peer offering "
+                    "only X448 or FFDHE (tested on 3.10+)")
     identity = identities["ecdsa"]
     server = fasttls_server(identity, groups=groups)
     handshake_with_stdlib(server, stdlib_client_with_only(identity, stdlib_curve))
