@@ -387,7 +387,8 @@ class Context:
         stdlib. FileNotFoundError if it does not exist; ssl.SSLError if it holds no DH
         parameters or they are too small for the security level (2048 bits)."""
         if not isinstance(path, (str, bytes, os.PathLike)):
-            raise TypeError(f"path should be a str, bytes or os.PathLike, not {type(path).__name__}")
+            raise TypeError(
+                f"path should be a str, bytes or os.PathLike, not {type(path).__name__}")
         data = _read_pem(path, paths_only=True)
         _check_length("the DH parameters file", data)
         result = lib.fasttls_ctx_load_dh_params(self._ctx, data, len(data))
@@ -853,7 +854,8 @@ _GROUPED_OPTIONS = {
 }
 _SETTER_OPTIONS = {"ciphers": "set_ciphers", "ciphersuites": "set_ciphersuites",
                    "groups": "set_groups"}
-_ATTRIBUTE_OPTIONS = ("check_hostname", "hostname_checks_common_name", "verify_mode", "minimum_version", "maximum_version",
+_ATTRIBUTE_OPTIONS = ("check_hostname", "hostname_checks_common_name", "verify_mode",
+                      "minimum_version", "maximum_version",
                       "alpn_protocols", "keylog_filename", "sni_callback")
 
 

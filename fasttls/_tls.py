@@ -191,10 +191,10 @@ class Session:
 class TLS:
     """One TLS connection, client or server, over bytes. See the module docstring."""
 
-    __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done", "_readable",
-                 "_writable", "_buffer", "_offset", "_pending_error", "_eof_returned",
-                 "_callback_error", "_post_handshake_auth", "owner", "transport", "_release",
-                 "__weakref__")
+    __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
+                 "_readable", "_writable", "_buffer", "_offset", "_pending_error",
+                 "_eof_returned", "_callback_error", "_post_handshake_auth", "owner", "transport",
+                 "_release", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Optional
 from fasttls._errors import SSLEOFError, SSLError
 from fasttls._tls import TLS, Session, State
 
-from ._transports import SocketTransport, want_read
+from ._transports import SocketTransport
 
 # Non-blocking writes are encrypted at most this much at a time, so what a full socket buffer
 # leaves unsent (and the adapter must keep) is one chunk, not the caller's whole buffer.

@@ -15,7 +15,7 @@ import pytest
 import trustme
 
 import fasttls
-from support.peers import bio_handshake_over_socket
+from support.peers import ThreadedServer, bio_handshake_over_socket
 
 DEADLINE = 60  # seconds: every blocking step of these tests is bounded by it
 
@@ -32,41 +32,6 @@ def _stdlib_server_context(server_cert):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_cert.configure_cert(ctx)
     return ctx
-
-
-class _Server:
-    """A stdlib TLS server on 127.0.0.1 running `handler(tls_socket)` per connection, in a
-    thread, for at most `count` connections."""
-
-    def __init__(self, context, handler, count=1):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(DEADLINE)
-        self.port = self.listener.getsockname()[1]
-        self.errors = []
-        self._thread = threading.Thread(target=self._serve, args=(context, handler, count),
-                                        daemon=True)
-        self._thread.start()
-
-    def _serve(self, context, handler, count):
-        try:
-            for _ in range(count):
-                raw, _ = self.listener.accept()
-                raw.settimeout(DEADLINE)
-                with raw:
-                    try:
-                        tls = context.wrap_socket(raw, server_side=True)
-                    except (ssl.SSLError, OSError) as exc:
-                        self.errors.append(exc)
-                        continue
-                    with tls:
-                        handler(tls)
-        except Exception as exc:  # reported by join()
-            self.errors.append(exc)
-
-    def join(self):
-        self._thread.join(DEADLINE)
-        self.listener.close()
-        assert not self._thread.is_alive(), "server thread still running"
 
 
 def _echo(tls):
@@ -97,7 +62,7 @@ def test_hostnames_the_stdlib_refuses(ca, hostname):
 
 
 def test_session_of_another_context_is_refused(ca, server_cert):
-    server = _Server(_stdlib_server_context(server_cert), _echo, count=1)
+    server = ThreadedServer(_stdlib_server_context(server_cert), 1, _echo)
     ctx = _client_context(ca)
     with _connect(ctx, server.port) as tls:
         tls.sendall(b"ping")
@@ -113,7 +78,7 @@ def test_session_cache_never_skips_verification(ca, server_cert):
     """A session made without verification is not resumed once the context verifies: the
     resumed handshake would carry no certificate check at all."""
     untrusted = trustme.CA()  # the context will trust this CA only: the server must fail
-    server = _Server(_stdlib_server_context(server_cert), _echo, count=2)
+    server = ThreadedServer(_stdlib_server_context(server_cert), 2, _echo)
     ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -178,7 +143,7 @@ def test_full_duplex_from_two_threads(ca, server_cert):
     """One thread in recv(), another in sendall(), 32 MiB through an echo server."""
     total = 32 * 2**20
     payload = os.urandom(2**20)
-    server = _Server(_stdlib_server_context(server_cert), _echo)
+    server = ThreadedServer(_stdlib_server_context(server_cert), 1, _echo)
     tls = _connect(_client_context(ca), server.port)
     received = hashlib.sha256()
     count = [0]
@@ -215,7 +180,7 @@ def test_two_readers_at_once_are_refused(ca, server_cert):
     def silent(tls):
         release.wait(DEADLINE)
 
-    server = _Server(_stdlib_server_context(server_cert), silent)
+    server = ThreadedServer(_stdlib_server_context(server_cert), 1, silent)
     tls = _connect(_client_context(ca), server.port)
     tls.settimeout(5)
     first = threading.Thread(target=lambda: pytest.raises(OSError, tls.recv, 10), daemon=True)
@@ -248,7 +213,7 @@ def test_nonblocking_send_reports_only_what_left(ca, server_cert):
             got.update(data)
             got_count[0] += len(data)
 
-    server = _Server(_stdlib_server_context(server_cert), slow_reader)
+    server = ThreadedServer(_stdlib_server_context(server_cert), 1, slow_reader)
     tls = _connect(_client_context(ca), server.port)
     tls.setblocking(False)
     payload = os.urandom(256 * 1024)

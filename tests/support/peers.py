@@ -3,6 +3,7 @@
 socket has a timeout, so a deadlock or a lost byte shows up as a failure, never as a hang."""
 import socket
 import ssl
+import threading
 
 from support.pump import deliver
 
@@ -167,3 +168,60 @@ def bio_handshake_over_socket(sock, obj, incoming, outgoing):
                 raise AssertionError("peer closed the TCP connection during the handshake")
             incoming.write(data)
     raise AssertionError("socket handshake did not complete")
+
+
+class ThreadedServer:
+    """A TLS server on 127.0.0.1 (a stdlib or fasttls context) in a thread: for each of `count`
+    connections, the handshake, then `handler(tls_socket)`. Handshake failures are kept in
+    `errors`."""
+
+    def __init__(self, context, count=1, handler=None):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(SOCKET_TIMEOUT)
+        self.port = self.listener.getsockname()[1]
+        self.errors = []
+        self.served = []  # (cipher, version) per connection
+        self._handler = handler
+        self._thread = threading.Thread(target=self._serve, args=(context, count), daemon=True)
+        self._thread.start()
+
+    def _serve(self, context, count):
+        for _ in range(count):
+            try:
+                raw, _ = self.listener.accept()
+            except OSError as exc:
+                self.errors.append(exc)
+                return
+            raw.settimeout(SOCKET_TIMEOUT)
+            with raw:
+                try:
+                    tls = context.wrap_socket(raw, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    self.errors.append(exc)
+                    continue
+                with tls:
+                    self.served.append((tls.cipher(), tls.version()))
+                    try:
+                        (self._handler or say_ok)(tls)
+                    except (ssl.SSLError, OSError) as exc:
+                        self.errors.append(exc)
+
+    def join(self):
+        self._thread.join(SOCKET_TIMEOUT)
+        self.listener.close()
+        assert not self._thread.is_alive(), "server thread still running"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.join()
+
+
+def say_ok(tls):
+    """The default handler: send b\"ok\", then wait for the client to close."""
+    tls.sendall(b"ok")
+    try:
+        tls.recv(1)  # until the client closes
+    except (ssl.SSLError, OSError):
+        pass
