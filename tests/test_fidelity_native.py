@@ -223,6 +223,7 @@ def test_plaintext_kept_when_the_keyupdate_reply_fails(tmp_path, identity):
     import os
     import re
     import select
+    import signal
     import subprocess
     import time
 
@@ -232,6 +233,7 @@ def test_plaintext_kept_when_the_keyupdate_reply_fails(tmp_path, identity):
     paths = identity.write(tmp_path)
     proc = subprocess.Popen(
         [openssl, "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-tls1_3",
+         "-num_tickets", "0",  # no other records than the two below
          "-cert", str(paths["cert"]), "-key", str(paths["key"])],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -252,10 +254,12 @@ def test_plaintext_kept_when_the_keyupdate_reply_fails(tmp_path, identity):
             proc.stdin.write(command)
             proc.stdin.flush()
             time.sleep(0.3)
-        for _ in range(100):  # until both records are in our socket buffer
-            if len(sock.recv(65536, socket.MSG_PEEK)) >= 42 + 27:
-                break
+        while len(sock.recv(65536, socket.MSG_PEEK)) < 42 + 27:  # both records are here
+            assert time.monotonic() < deadline + DEADLINE, "s_server did not send both records"
             time.sleep(0.05)
+        # Frozen, s_server cannot answer our FIN with its own close (which, arriving with the
+        # records, would end the connection before any reply is due).
+        proc.send_signal(signal.SIGSTOP)
         sock.shutdown(socket.SHUT_WR)
         read = fasttls.readfunc(sock, tls)
         with pytest.raises(OSError):  # BrokenPipeError: the reply cannot leave
