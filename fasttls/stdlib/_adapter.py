@@ -9,8 +9,10 @@ its methods (do_handshake, read, write, shutdown, getpeercert, ...). This adapte
 connection's state and its plaintext buffer live in the `TLS` object; the adapter moves
 ciphertext between it and the transport, and keeps the client session cache.
 
-Threads. One SSLSocket is used full duplex by websocket and MQTT clients: one thread in recv(),
-another in sendall(). OpenSSL's SSL object and the engine's output buffer are not safe for two
+Threads. An SSLObject over memory BIOs is used by one thread at a time, as the stdlib's (asyncio,
+trio, anyio): `SSLObjectAdapter` takes no locks on its paths. One SSLSocket is used full duplex
+by websocket and MQTT clients: one thread in recv(), another in sendall(); `SSLSocketAdapter`
+makes that safe. OpenSSL's SSL object and the engine's output buffer are not safe for two
 threads at once, and cffi releases the GIL in every engine call, so:
 * `_engine` (a lock) is held for every engine call, never while waiting on the socket;
 * `_output` is held from taking ciphertext out of the engine until the socket took it, so
@@ -46,18 +48,29 @@ def eof_error() -> SSLEOFError:
     return error
 
 
-class _OneAtATime:
-    """Detects two threads in the same direction at once (trio's ConflictDetector)."""
+_READING = "another thread is already reading from this connection"
+_WRITING = "another thread is already writing to this connection"
+
+
+def _conflict(message: str) -> SSLError:
+    return SSLError(ssl.SSL_ERROR_SSL, message)
+
+
+class _Claim:
+    """Holds a direction's lock for a rare operation (handshake, shutdown), or raises if another
+    thread has it: two threads in the same direction are detected, never interleaved (trio's
+    ConflictDetector). read() and write() take the locks inline: a Python-level context
+    manager costs more than the rest of a small read."""
 
     __slots__ = ("_lock", "_message")
 
-    def __init__(self, message: str) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, lock: threading.Lock, message: str) -> None:
+        self._lock = lock
         self._message = message
 
     def __enter__(self) -> None:
         if not self._lock.acquire(False):
-            raise SSLError(ssl.SSL_ERROR_SSL, self._message)
+            raise _conflict(self._message)
 
     def __exit__(self, *exc_info) -> None:
         self._lock.release()
@@ -94,8 +107,8 @@ class SSLObjectAdapter:
         self._session_key: Any = None
         self._engine = threading.Lock()
         self._output = threading.Lock()
-        self._receiving = _OneAtATime("another thread is already reading from this connection")
-        self._sending = _OneAtATime("another thread is already writing to this connection")
+        self._receiving = threading.Lock()  # held by the reading thread (see _Claim)
+        self._sending = threading.Lock()
         self._write_in_flight = 0  # plaintext bytes of a write whose ciphertext is still unsent
         if session is not None:
             self.session = session
@@ -108,7 +121,7 @@ class SSLObjectAdapter:
             return
         if tls.state is not State.HANDSHAKING:
             raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
-        with self._receiving, self._sending:
+        with _Claim(self._receiving, _READING), _Claim(self._sending, _WRITING):
             if not tls._started and not tls.server_side:
                 self._resume_from_cache()
             self._transport.flush()
@@ -142,74 +155,67 @@ class SSLObjectAdapter:
         the common path makes few calls."""
         if buffer is not None:
             return self._read_into(size, buffer)
-        tls = self._tls
-        if tls.pending:
-            return tls.read(b"", size if size >= 0 else -1)
         if size <= 0:
             if size < 0:
                 raise ValueError("size should not be negative")
             return b""
+        tls = self._tls
+        if tls.pending:
+            return tls.read(b"", size)
         if not tls.finished():
             self.do_handshake()
-        with self._receiving:
-            while True:
-                if tls.eof or tls.state is State.CLOSED:
-                    tls.read()  # reports the end (eof_returned) and any error waiting
-                    return b""
-                data = b"" if tls.pending_input else self._receive_or_idle()
-                with self._engine:
-                    try:
-                        plaintext = tls.read(data, size)
-                    except SSLError as error:
-                        self._send_alert(error)
-                        raise
-                if tls.pending_output:
-                    try:
-                        self._flush_pending()
-                    except BaseException:
-                        tls.unread(plaintext)  # decrypted is never dropped
-                        raise
-                if plaintext:
-                    if self._session_key is not None:
-                        self._remember_session()  # TLS 1.3 tickets arrive before the data
-                    return plaintext
+        transport = self._transport
+        while True:  # receive and decrypt until some plaintext (or the end) arrives
+            state = tls.state
+            if state is not State.OPEN and state is not State.CLOSING:
+                tls.read()  # the error waiting, or the end (eof_returned)
+                return b""
+            if tls.pending_input:
+                data = b""
+            else:
+                try:
+                    data = transport.receive()
+                except ssl.SSLWantReadError:
+                    transport.idle(tls)
+                    raise
+                if not data:
+                    raise eof_error()
+            try:
+                plaintext = self._decrypt(data, size)
+            except SSLError as error:
+                self._send_alert(error)
+                raise
+            if tls.pending_output:
+                try:
+                    self._flush_pending()
+                except BaseException:
+                    tls.unread(plaintext)  # decrypted is never dropped
+                    raise
+            if plaintext:
+                if self._session_key is not None:
+                    self._remember_session()  # TLS 1.3 tickets arrive before the data
+                return plaintext
+
+    def _decrypt(self, data: bytes, size: int) -> bytes:
+        return self._tls.read(data, size)
 
     def _read_into(self, size: int, buffer) -> int:
         view = memoryview(buffer).cast("B")
         if size < 0:
             size = len(view)
-        chunk = self.read(min(size, len(view)) if size else len(view))
+        # The base class's read: an SSLSocketAdapter already holds its reading lock here.
+        chunk = SSLObjectAdapter.read(self, min(size, len(view)) if size else len(view))
         view[:len(chunk)] = chunk
         return len(chunk)
 
     def write(self, data) -> int:
-        """Encrypt and send `data`; the count of plaintext bytes sent. A non-blocking socket
-        that cannot take the ciphertext raises SSLWantWriteError; the same write, retried,
-        first finishes sending what it had encrypted and reports those bytes."""
+        """Encrypt `data` and hand the ciphertext to the outgoing BIO (which takes it all)."""
         tls = self._tls
         if not tls.finished():
             self.do_handshake()
-        with self._sending:
-            transport = self._transport
-            if self._write_in_flight:
-                with self._output:
-                    transport.flush()  # want-write again if the socket still cannot take it
-                done, self._write_in_flight = self._write_in_flight, 0
-                return done
-            view = memoryview(data)
-            size = view.nbytes
-            if not transport.takes_everything and size > NONBLOCKING_CHUNK:
-                data = view.cast("B")[:NONBLOCKING_CHUNK]
-                size = NONBLOCKING_CHUNK
-            with self._output:
-                with self._engine:
-                    out = tls.write(data)
-                self._write_in_flight = size
-                transport.send(out)
-                self._write_in_flight = 0
-            if tls.pending_output:
-                self._flush_pending()
-            return size
+        self._transport.send(tls.write(data))  # with anything pending before it
+        kind = type(data)
+        return len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
 
     def pending(self) -> int:
         """Decrypted bytes waiting to be read. fasttls takes everything that has arrived out of
@@ -227,7 +233,7 @@ class SSLObjectAdapter:
         up to the end of the peer's close_notify record: what follows stays in the socket or
         the incoming BIO (unwrap() hands the transport back for plain use)."""
         tls = self._tls
-        with self._receiving, self._sending:
+        with _Claim(self._receiving, _READING), _Claim(self._sending, _WRITING):
             transport = self._transport
             with self._output:
                 transport.flush()
@@ -260,26 +266,9 @@ class SSLObjectAdapter:
             raise eof_error()
         return data
 
-    def _receive_or_idle(self) -> bytes:
-        try:
-            data = self._transport.receive()
-        except ssl.SSLWantReadError:
-            self._transport.idle(self._tls)
-            raise
-        if not data:
-            raise eof_error()
-        return data
-
     def _flush_pending(self) -> None:
-        """Send what the engine produced outside a write (a KeyUpdate reply), unless a writer
-        is sending: it sends this after its own records (see `write`)."""
-        while self._tls.pending_output and self._output.acquire(False):
-            try:
-                with self._engine:
-                    out = self._tls.write()
-                self._transport.send(out)
-            finally:
-                self._output.release()
+        """Send what the engine produced outside a write (a KeyUpdate reply)."""
+        self._transport.send(self._tls.write())
 
     def _send_alert(self, error: SSLError) -> None:
         alert = getattr(error, "alert", b"")
@@ -404,6 +393,73 @@ class SSLObjectAdapter:
     @property
     def owner(self):
         return self._owner() if self._owner is not None else None
+
+
+class SSLSocketAdapter(SSLObjectAdapter):
+    """The adapter of an SSLSocket: the same, made safe for one reader and one writer thread
+    at once (see the module docstring), with bounded non-blocking writes."""
+
+    __slots__ = ()
+
+    def read(self, size: int = 1024, buffer=None):
+        if not self._tls.finished():
+            self.do_handshake()  # takes both directions itself
+        receiving = self._receiving
+        if not receiving.acquire(False):
+            raise _conflict(_READING)
+        try:
+            return super().read(size, buffer)
+        finally:
+            receiving.release()
+
+    def _decrypt(self, data: bytes, size: int) -> bytes:
+        with self._engine:
+            return self._tls.read(data, size)
+
+    def write(self, data) -> int:
+        """Encrypt and send `data`; the count of plaintext bytes sent. A non-blocking socket
+        that cannot take the ciphertext raises SSLWantWriteError; the same write, retried,
+        first finishes sending what it had encrypted and reports those bytes."""
+        tls = self._tls
+        if not tls.finished():
+            self.do_handshake()
+        sending = self._sending
+        if not sending.acquire(False):
+            raise _conflict(_WRITING)
+        try:
+            transport = self._transport
+            if self._write_in_flight:
+                with self._output:
+                    transport.flush()  # want-write again if the socket still cannot take it
+                done, self._write_in_flight = self._write_in_flight, 0
+                return done
+            kind = type(data)
+            size = len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
+            if size > NONBLOCKING_CHUNK and not transport.takes_everything:
+                data = memoryview(data).cast("B")[:NONBLOCKING_CHUNK]
+                size = NONBLOCKING_CHUNK
+            with self._output:
+                with self._engine:
+                    out = tls.write(data)
+                self._write_in_flight = size
+                transport.send(out)
+                self._write_in_flight = 0
+            if tls.pending_output:
+                self._flush_pending()
+            return size
+        finally:
+            sending.release()
+
+    def _flush_pending(self) -> None:
+        """Send what the engine produced outside a write (a KeyUpdate reply), unless a writer
+        is sending: it sends this after its own records (see `write`)."""
+        while self._tls.pending_output and self._output.acquire(False):
+            try:
+                with self._engine:
+                    out = self._tls.write()
+                self._transport.send(out)
+            finally:
+                self._output.release()
 
 
 class SessionCache:

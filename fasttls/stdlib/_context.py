@@ -25,7 +25,7 @@ from fasttls._context import Context
 from fasttls._errors import SSLError, report_unraisable
 from fasttls._tls import TLS
 
-from ._adapter import SessionCache, SSLObjectAdapter
+from ._adapter import SessionCache, SSLObjectAdapter, SSLSocketAdapter
 from ._transports import BIOTransport, SocketTransport
 
 __all__ = ["SSLContext", "create_default_context"]
@@ -142,7 +142,7 @@ class SSLContext(_StdSSLContext):
     # ---- engine objects for ssl.SSLSocket / ssl.SSLObject ----
 
     def _wrap_socket(self, sock, server_side, server_hostname=None, *, owner=None, session=None):
-        return self._watched(SSLObjectAdapter(self, SocketTransport(sock), server_side,
+        return self._watched(SSLSocketAdapter(self, SocketTransport(sock), server_side,
                                               server_hostname, owner, session))
 
     def _wrap_bio(self, incoming, outgoing, server_side, server_hostname=None, *, owner=None,

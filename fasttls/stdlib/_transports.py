@@ -70,6 +70,14 @@ class SocketTransport:
     def send(self, data: bytes) -> None:
         """All of `data`, or raise (timeout, want-write) keeping what was not taken."""
         self.unsent = data
+        try:
+            sent = socket.socket.send(self.sock, data)
+        except BlockingIOError:
+            raise want_write() from None
+        if sent == len(data):  # the common case: one system call, nothing kept
+            self.unsent = b""
+            return
+        self.unsent = data[sent:]
         self.flush()
 
     def flush(self) -> None:

@@ -186,7 +186,7 @@ def test_two_readers_at_once_are_refused(ca, server_cert):
     first = threading.Thread(target=lambda: pytest.raises(OSError, tls.recv, 10), daemon=True)
     first.start()
     for _ in range(100):  # until the first reader is blocked in recv()
-        if tls._sslobj._receiving._lock.locked():
+        if tls._sslobj._receiving.locked():
             break
         threading.Event().wait(0.02)
     with pytest.raises(ssl.SSLError, match="another thread is already reading"):
