@@ -247,16 +247,9 @@ class SSLObjectAdapter:
                 if not data:
                     break  # the peer closed the transport: nothing more to wait for
                 with self._engine:
-                    tls.read(data, 0)  # data after our close_notify is discarded, as OpenSSL does
-                    tls.read(b"", 0) if tls.pending else None
-                self._discard_plaintext()
+                    tls.read(data)  # data after our close_notify is discarded, as OpenSSL does
         tls.release_buffers()
         return transport.owner_socket()
-
-    def _discard_plaintext(self) -> None:
-        tls = self._tls
-        while tls.pending:
-            tls.read()
 
     # ---- ciphertext in and out ----
 
@@ -299,8 +292,9 @@ class SSLObjectAdapter:
 
     def _cache_key(self):
         """A session is only resumed by a connection that would have verified the same way:
-        same server name and address, same verification settings (the cache is the
-        context's, and a change of trust store makes a new key through `config_generation`)."""
+        same server name and address, same verify mode, hostname check and verify flags (the
+        cache is the context's; trust stores only grow, so a session verified before a CA was
+        added still stands)."""
         peer = None
         if isinstance(self._transport, SocketTransport):
             try:
@@ -309,7 +303,7 @@ class SSLObjectAdapter:
                 pass
         ctx = self._tls.context
         return (self._tls.server_hostname, peer, ctx._openssl_verify_mode(False),
-                ctx._hostname_check_level(), getattr(ctx, "config_generation", None))
+                ctx._hostname_check_level(), ctx.verify_flags)
 
     # ---- information ----
 

@@ -94,6 +94,20 @@ def test_session_cache_never_skips_verification(ca, server_cert):
     server.join()
 
 
+def test_session_cache_follows_verify_flags(ca, server_cert):
+    """A session verified without CRL checks is not resumed once the context demands them:
+    the new flags would never be applied."""
+    server = ThreadedServer(_stdlib_server_context(server_cert), 2, _echo)
+    ctx = _client_context(ca, maximum_version=ssl.TLSVersion.TLSv1_2)
+    with _connect(ctx, server.port) as tls:
+        tls.sendall(b"ping")
+        assert tls.recv(4) == b"ping"
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF  # no CRL loaded: verification must fail
+    with pytest.raises(ssl.SSLCertVerificationError, match="CRL"):
+        _connect(ctx, server.port)
+    server.join()
+
+
 def test_setting_context_changes_verification(ca, server_cert):
     """SSLObject.context set before the handshake: the new context's trust store verifies."""
     server_side = _stdlib_server_context(server_cert)
