@@ -18,15 +18,43 @@ def want_write() -> ssl.SSLWantWriteError:
                                  "The operation did not complete (write)")
 
 
-class SocketTransport:
+class _RecordReader:
+    """unwrap()'s reading: ciphertext up to the end of the next record, never beyond, so what
+    follows the peer's close_notify stays in the socket or the BIO for the application
+    (STARTTLS, FTPS CCC). A header that arrives in pieces is kept here between calls (a
+    non-blocking socket may have only part of it); the engine holds partial records itself."""
+
+    __slots__ = ("_header", "_record_left")
+
+    def __init__(self) -> None:
+        self._header, self._record_left = b"", 0  # unwrap()'s place in a record
+
+    def receive(self, size: int) -> bytes:
+        raise NotImplementedError
+
+    def receive_record(self) -> bytes:
+        if self._record_left:
+            body = self.receive(self._record_left)
+            self._record_left -= len(body)
+            return body
+        part = self.receive(RECORD_HEADER - len(self._header))
+        header = self._header + part
+        if len(header) == RECORD_HEADER:
+            self._record_left = int.from_bytes(header[3:5], "big")
+            header = b""
+        self._header = header
+        return part
+
+
+class SocketTransport(_RecordReader):
     """Ciphertext over the SSLSocket's own file descriptor (its timeout applies)."""
 
-    __slots__ = ("sock", "unsent", "_record_left")
+    __slots__ = ("sock", "unsent")
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         self.sock = sock
         self.unsent = b""  # the tail of a write the socket did not take (timeout, non-blocking)
-        self._record_left = 0  # unwrap(): bytes of the current record still to read
 
     @property
     def takes_everything(self) -> bool:
@@ -44,28 +72,6 @@ class SocketTransport:
             raise want_read() from None
         except ConnectionResetError:
             return b""
-
-    def receive_record(self) -> bytes:
-        """Ciphertext up to the end of the next record, never beyond: what follows the peer's
-        close_notify stays in the socket for the application (STARTTLS, FTPS CCC)."""
-        if not self._record_left:
-            header = self._receive_exactly(RECORD_HEADER)
-            if len(header) < RECORD_HEADER:
-                return header
-            self._record_left = int.from_bytes(header[3:5], "big")
-            return header
-        body = self.receive(self._record_left)
-        self._record_left -= len(body)
-        return body
-
-    def _receive_exactly(self, n: int) -> bytes:
-        data = self.receive(n)
-        while data and len(data) < n:
-            more = self.receive(n - len(data))
-            if not more:
-                break
-            data += more
-        return data
 
     def send(self, data: bytes) -> None:
         """All of `data`, or raise (timeout, want-write) keeping what was not taken."""
@@ -98,37 +104,24 @@ class SocketTransport:
         return self.sock
 
 
-class BIOTransport:
+class BIOTransport(_RecordReader):
     """Ciphertext through the caller's two ssl.MemoryBIO objects."""
 
-    __slots__ = ("incoming", "outgoing", "_record_left")
+    __slots__ = ("incoming", "outgoing")
 
     unsent = b""
     takes_everything = True  # a MemoryBIO grows as needed
 
     def __init__(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+        super().__init__()
         self.incoming = incoming
         self.outgoing = outgoing
-        self._record_left = 0
 
     def receive(self, size: int = -1) -> bytes:
         data = self.incoming.read(size)
         if data or self.incoming.eof:
             return data
         raise want_read()
-
-    def receive_record(self) -> bytes:
-        """As SocketTransport.receive_record: what follows close_notify stays in the BIO."""
-        if not self._record_left:
-            if self.incoming.pending < RECORD_HEADER and not self.incoming.eof:
-                raise want_read()
-            header = self.incoming.read(RECORD_HEADER)
-            if len(header) == RECORD_HEADER:
-                self._record_left = int.from_bytes(header[3:5], "big")
-            return header
-        body = self.receive(self._record_left)
-        self._record_left -= len(body)
-        return body
 
     def send(self, data: bytes) -> None:
         self.outgoing.write(data)

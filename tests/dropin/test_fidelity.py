@@ -7,9 +7,11 @@ Data: full duplex from two threads, concurrent misuse detected, bounded non-bloc
 unwrap() leaving what follows close_notify, fatal alerts after the handshake."""
 import hashlib
 import os
+import select
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 import trustme
@@ -292,6 +294,60 @@ def test_unwrap_leaves_what_follows_close_notify(ca, server_cert):
     thread.start()
     tls = _connect(_client_context(ca), port)
     plain = tls.unwrap()
+    assert plain.recv(100) == b"PLAIN AFTER TLS"
+    plain.close()
+    thread.join(DEADLINE)
+    listener.close()
+    assert not errors, errors
+
+
+def test_nonblocking_unwrap_with_a_split_record_header(ca, server_cert):
+    """The peer's close_notify arrives in pieces (its header split) on a non-blocking socket:
+    unwrap() raises want-read in between without losing the piece it has, and stops at the
+    end of the record; the plain bytes behind it stay in the socket."""
+    server_ctx = _stdlib_server_context(server_cert)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(DEADLINE)
+    port = listener.getsockname()[1]
+    client_closed = threading.Event()
+    errors = []
+
+    def serve():
+        try:
+            raw, _ = listener.accept()
+            raw.settimeout(DEADLINE)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            obj = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
+            bio_handshake_over_socket(raw, obj, incoming, outgoing)
+            client_closed.wait(DEADLINE)
+            try:
+                obj.unwrap()
+            except ssl.SSLWantReadError:
+                pass
+            close_notify = outgoing.read()
+            for piece in (close_notify[:3], close_notify[3:] + b"PLAIN AFTER TLS"):
+                raw.sendall(piece)
+                time.sleep(0.2)
+            raw.recv(1)
+            raw.close()
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    tls = _connect(_client_context(ca), port)
+    tls.setblocking(False)
+    plain = None
+    for _ in range(200):
+        try:
+            plain = tls.unwrap()
+            break
+        except ssl.SSLWantReadError:
+            client_closed.set()  # our close_notify is out
+            select.select([tls], [], [], 1)
+    assert plain is not None, "unwrap() did not finish"
+    plain.setblocking(True)
+    plain.settimeout(DEADLINE)
     assert plain.recv(100) == b"PLAIN AFTER TLS"
     plain.close()
     thread.join(DEADLINE)
