@@ -581,6 +581,27 @@ ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
     IN_FLIGHT(ptrdiff_t, fasttls_write_inner(c, data, len));
 }
 
+ptrdiff_t fasttls_py_read(fasttls_conn *c, const unsigned char *data, size_t len)
+{
+    ptrdiff_t n = fasttls_read(c, data, len);
+    if (n >= 0 && (c->plain != c->plain_told || c->out_len != 0)) {
+        c->plain_told = c->plain;
+        return FASTTLS_LOOK;
+    }
+    return n;
+}
+
+ptrdiff_t fasttls_py_write(fasttls_conn *c, const unsigned char *data, size_t len)
+{
+    ptrdiff_t n = fasttls_write(c, data, len);
+    if (n > 0 && c->out != c->out_told) {
+        c->out_told = c->out;
+        c->out_len = (size_t)n; /* not taken: the caller takes it from out */
+        return FASTTLS_LOOK;
+    }
+    return n;
+}
+
 int fasttls_shutdown(fasttls_conn *c)
 {
     IN_FLIGHT(int, fasttls_shutdown_inner(c));

@@ -53,6 +53,8 @@ typedef struct fasttls_conn {
     int in_step;
     int lock_io;
     int pha;                      /* post-handshake authentication enabled or requested */
+    /* The buffer addresses the Python side was last given (fasttls_py_read/_py_write). */
+    char *plain_told, *out_told;
 } fasttls_conn;
 
 int fasttls_init(void);
@@ -102,6 +104,15 @@ ptrdiff_t fasttls_read(fasttls_conn *c, const unsigned char *data, size_t len);
 ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len);
 int fasttls_shutdown(fasttls_conn *c);
 void fasttls_conn_release_buffers(fasttls_conn *c);
+
+/* The Python side's read and write: fasttls_read and fasttls_write, but a result that needs more
+ * than "n bytes at the address you know" comes back as FASTTLS_LOOK, so the fast path reads no
+ * field of the struct. For fasttls_py_read: the plaintext buffer moved (plain is the new one,
+ * plain_len counts it) or reading produced bytes to send (out_len); for fasttls_py_write: the
+ * output buffer moved (the ciphertext is left in out/out_len, as if not taken). */
+#define FASTTLS_LOOK (-16)
+ptrdiff_t fasttls_py_read(fasttls_conn *c, const unsigned char *data, size_t len);
+ptrdiff_t fasttls_py_write(fasttls_conn *c, const unsigned char *data, size_t len);
 
 int fasttls_make_self_signed(const char *hostname, char **cert_pem, size_t *cert_len,
                              char **key_pem, size_t *key_len);

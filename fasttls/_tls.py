@@ -48,10 +48,11 @@ __all__ = ["TLS", "Session", "newtls"]
 _OK = lib.FASTTLS_OK
 _CLOSED = lib.FASTTLS_CLOSED
 _ERROR = lib.FASTTLS_ERROR
+_LOOK = lib.FASTTLS_LOOK
 # Bound once: a module global is cheaper to reach than an attribute of `lib` on every call.
 _unpack = ffi.unpack
-_engine_read = lib.fasttls_read
-_engine_write = lib.fasttls_write
+_engine_read = lib.fasttls_py_read
+_engine_write = lib.fasttls_py_write
 _from_buffer = ffi.from_buffer
 
 # Input: bytes go to C as they are (no copy); other buffers through ffi.from_buffer (no copy).
@@ -194,7 +195,7 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "owner", "transport",
-                 "_release", "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -227,8 +228,16 @@ class TLS:
         self._pending_error: Optional[SSLError] = None  # raised once the buffer is drained
         self._eof_returned = False
         # The fast paths test one flag each; `_set_state` and the buffer keep them true to the
-        # state: `_readable` means "open, nothing buffered, no error waiting".
+        # state: `_readable` means "open, nothing buffered, no error waiting, no ciphertext
+        # held": a read has nothing to look at but new ciphertext (the stdlib adapter's idle
+        # memory-BIO read relies on that to raise want-read without calling the engine).
         self._readable = self._writable = False
+        # The engine's plaintext and output buffers, at the addresses it last gave (it reports a
+        # move as FASTTLS_LOOK): the fast paths read no field of the connection.
+        self._plain = self._out = ffi.NULL
+        # A read produced bytes to send (a KeyUpdate reply): `pending_output` without a look at
+        # the engine, for the stdlib adapter's fast read. write() and _take_output clear it.
+        self._read_output = False
         self.owner: Any = None  # free for the application (the stdlib adapter keeps itself here)
         self.transport: Any = None  # the socket the helpers use for this connection
         self._post_handshake_auth = False
@@ -359,6 +368,8 @@ class TLS:
         if status == _OK:
             self._done = True
             self._set_state(State.OPEN)
+            if self._conn.held_len:
+                self._readable = False  # ciphertext came with the last flight: see _read_buffered
         return self._take_output()
 
     def finished(self) -> bool:
@@ -373,17 +384,31 @@ class TLS:
             return self._read_buffered(data, size)
         if type(data) is not bytes:
             data = _from_buffer(data)
-        conn = self._conn
-        n = _engine_read(conn, data, len(data))
+        n = _engine_read(self._conn, data, len(data))
         if n > 0:
             if size < 0 or n <= size:
-                return _unpack(conn.plain, n)
-            self._buffer = _unpack(conn.plain, n)
+                return _unpack(self._plain, n)
+            self._buffer = _unpack(self._plain, n)
             self._readable = False
             return self._take(size)
         if n == 0:
             return b""
+        if n == _LOOK:
+            n = self._look()
+            if n > 0:
+                self._buffer = _unpack(self._plain, n)
+                self._readable = False
+                return self._take(size)
+            return b""
         return self._read_ended(n, size)
+
+    def _look(self) -> int:
+        """After FASTTLS_LOOK from a read: the plaintext count, the buffer's new address."""
+        conn = self._conn
+        self._plain = conn.plain
+        if conn.out_len:
+            self._read_output = True
+        return conn.plain_len
 
     def _read_ended(self, status: int, size: int) -> bytes:
         """close_notify or a failure: what was decrypted before it is returned first."""
@@ -405,10 +430,11 @@ class TLS:
             # New ciphertext behind buffered plaintext: decrypt it too, keep the order.
             if type(data) is not bytes:
                 data = _from_buffer(data)
-            conn = self._conn
-            n = _engine_read(conn, data, len(data))
+            n = _engine_read(self._conn, data, len(data))
+            if n == _LOOK:
+                n = self._look()
             if n > 0:
-                self._buffer = self._buffer[self._offset:] + _unpack(conn.plain, n)
+                self._buffer = self._buffer[self._offset:] + _unpack(self._plain, n)
                 self._offset = 0
             elif n < 0:
                 self._buffer = self._buffer[self._offset:]
@@ -479,12 +505,15 @@ class TLS:
             return self._take_output()
         if type(data) is not bytes:
             data = _from_buffer(data)
-        conn = self._conn
-        n = _engine_write(conn, data, len(data))
+        n = _engine_write(self._conn, data, len(data))
+        self._read_output = False  # whatever reading left waiting leaves with this
         if n > 0:
-            return _unpack(conn.out, n)
+            return _unpack(self._out, n)
         if n == 0:
             return b""
+        if n == _LOOK:
+            self._out = self._conn.out
+            return self._take_output()
         raise self._failure()
 
     def _refuse_write(self):
@@ -531,6 +560,7 @@ class TLS:
 
     def _take_output(self) -> bytes:
         conn = self._conn
+        self._read_output = False
         n = conn.out_len
         if not n:
             return b""

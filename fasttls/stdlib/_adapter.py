@@ -33,7 +33,12 @@ from typing import Any, Optional
 from fasttls._errors import SSLEOFError, SSLError
 from fasttls._tls import TLS, Session, State
 
-from ._transports import SocketTransport
+from ._transports import BIOTransport, SocketTransport, want_read
+
+# The want-read of an idle memory-BIO read, made once: building an SSLWantReadError costs more
+# than the rest of the read. Its traceback and context are cleared before each raise (raising an
+# instance again would chain onto them).
+_WANT_READ = want_read()
 
 # Non-blocking writes are encrypted at most this much at a time, so what a full socket buffer
 # leaves unsent (and the adapter must keep) is one chunk, not the caller's whole buffer.
@@ -81,7 +86,8 @@ class SSLObjectAdapter:
 
     # Slots: thousands of idle connections are a use case (memory per connection is measured).
     __slots__ = ("_sslcontext", "_transport", "_owner", "_tls", "_session_key", "_engine",
-                 "_output", "_receiving", "_sending", "_write_in_flight", "__weakref__")
+                 "_output", "_receiving", "_sending", "_write_in_flight", "_incoming",
+                 "_outgoing", "__weakref__")
 
     def __init__(self, context, transport, server_side: bool, server_hostname, owner,
                  session: Optional[Session]) -> None:
@@ -98,6 +104,12 @@ class SSLObjectAdapter:
                            "Cannot create a client socket with a PROTOCOL_TLS_SERVER context")
         self._sslcontext = context
         self._transport = transport
+        # A memory-BIO SSLObject's two BIOs, for the fast paths of read() and write() (None for
+        # an SSLSocket's adapter, which goes through its transport).
+        self._incoming: Optional[ssl.MemoryBIO] = None
+        self._outgoing: Optional[ssl.MemoryBIO] = None
+        if type(transport) is BIOTransport:
+            self._incoming, self._outgoing = transport.incoming, transport.outgoing
         self._owner = weakref.ref(owner) if owner is not None else None
         self._tls = TLS("server" if server_side else "client", context._fasttls,
                         None if server_side else server_hostname)
@@ -151,8 +163,45 @@ class SSLObjectAdapter:
 
     def read(self, size: int = 1024, buffer=None):
         """Up to `size` bytes of plaintext (into `buffer` if given: returns the count); b""
-        after the peer's close_notify. asyncio and SSLSocket call this for every record, so
-        the common path makes few calls."""
+        after the peer's close_notify. asyncio, anyio and trio call this for every record over
+        memory BIOs: there, when the connection has nothing but new ciphertext to look at
+        (`TLS._readable`), this frame and TLS.read are all the Python the read runs."""
+        tls = self._tls
+        incoming = self._incoming
+        if tls._readable and incoming is not None and buffer is None and size > 0:
+            data = incoming.read()
+            if data:
+                plaintext = tls.read(data, size)
+                if plaintext and self._session_key is None and not tls._read_output:
+                    return plaintext
+                return self._read_after(plaintext, size)
+            if not incoming.eof:
+                # Idle: nothing to read until the peer sends. The connection gives back its
+                # record buffers (they return on demand); busy connections never get here.
+                tls.release_buffers()
+                error = _WANT_READ
+                error.__traceback__ = error.__context__ = None
+                raise error
+        return self._read_loop(size, buffer)
+
+    def _read_after(self, plaintext: bytes, size: int):
+        """The rest of a fast read that found something other than plaintext alone: a session
+        to remember, bytes to send (a KeyUpdate reply), or no plaintext (read on)."""
+        tls = self._tls
+        if tls.pending_output:
+            try:
+                self._flush_pending()
+            except BaseException:
+                tls.unread(plaintext)  # decrypted is never dropped
+                raise
+        if plaintext:
+            if self._session_key is not None:
+                self._remember_session()  # TLS 1.3 tickets arrive before the data
+            return plaintext
+        return self._read_loop(size, None)
+
+    def _read_loop(self, size: int, buffer):
+        """read() in general: any transport, any state."""
         if buffer is not None:
             return self._read_into(size, buffer)
         if size <= 0:
@@ -211,9 +260,13 @@ class SSLObjectAdapter:
     def write(self, data) -> int:
         """Encrypt `data` and hand the ciphertext to the outgoing BIO (which takes it all)."""
         tls = self._tls
-        if not tls.finished():
+        if not tls._done:
             self.do_handshake()
-        self._transport.send(tls.write(data))  # with anything pending before it
+        out = tls.write(data)  # with anything pending before it
+        if self._outgoing is not None:
+            self._outgoing.write(out)
+        else:
+            self._transport.send(out)
         kind = type(data)
         return len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
 
