@@ -55,6 +55,10 @@ typedef struct fasttls_conn {
     int pha;                      /* post-handshake authentication enabled or requested */
     /* The buffer addresses the Python side was last given (fasttls_py_read/_py_write). */
     char *plain_told, *out_told;
+    /* Interpreter exit (fasttls_conn.c, "in flight"): engine calls running on this connection,
+     * and its place in the list of live connections that fasttls_quiesce looks through. */
+    int busy, live;
+    struct fasttls_conn *live_prev, *live_next;
 } fasttls_conn;
 
 int fasttls_init(void);
