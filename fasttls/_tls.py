@@ -34,6 +34,7 @@ gives the plaintext back with `unread()`).
 import enum
 import socket
 import ssl
+import sys
 import weakref
 from typing import Any, Optional, Union
 
@@ -51,6 +52,10 @@ _ERROR = lib.FASTTLS_ERROR
 _LOOK = lib.FASTTLS_LOOK
 # Bound once: a module global is cheaper to reach than an attribute of `lib` on every call.
 _unpack = ffi.unpack
+_buffer = ffi.buffer
+# The length given to the views of the engine's buffers (see TLS._plain): they are only ever
+# sliced to a count the engine just wrote there, so they need no true length.
+_WHOLE = sys.maxsize
 _engine_read = lib.fasttls_py_read
 _engine_write = lib.fasttls_py_write
 _from_buffer = ffi.from_buffer
@@ -232,9 +237,11 @@ class TLS:
         # held": a read has nothing to look at but new ciphertext (the stdlib adapter's idle
         # memory-BIO read relies on that to raise want-read without calling the engine).
         self._readable = self._writable = False
-        # The engine's plaintext and output buffers, at the addresses it last gave (it reports a
-        # move as FASTTLS_LOOK): the fast paths read no field of the connection.
-        self._plain = self._out = ffi.NULL
+        # Views of the engine's plaintext and output buffers, at the addresses it last gave (it
+        # reports a move as FASTTLS_LOOK): the fast paths read no field of the connection, and
+        # slicing a view (`view[:n]`, bytes) costs less than ffi.unpack.
+        self._plain: Any = b""
+        self._out: Any = b""
         # A read produced bytes to send (a KeyUpdate reply): `pending_output` without a look at
         # the engine, for the stdlib adapter's fast read. write() and _take_output clear it.
         self._read_output = False
@@ -387,8 +394,8 @@ class TLS:
         n = _engine_read(self._conn, data, len(data))
         if n > 0:
             if size < 0 or n <= size:
-                return _unpack(self._plain, n)
-            self._buffer = _unpack(self._plain, n)
+                return self._plain[:n]
+            self._buffer = self._plain[:n]
             self._readable = False
             return self._take(size)
         if n == 0:
@@ -396,7 +403,7 @@ class TLS:
         if n == _LOOK:
             n = self._look()
             if n > 0:
-                self._buffer = _unpack(self._plain, n)
+                self._buffer = self._plain[:n]
                 self._readable = False
                 return self._take(size)
             return b""
@@ -405,7 +412,7 @@ class TLS:
     def _look(self) -> int:
         """After FASTTLS_LOOK from a read: the plaintext count, the buffer's new address."""
         conn = self._conn
-        self._plain = conn.plain
+        self._plain = _buffer(conn.plain, _WHOLE)
         if conn.out_len:
             self._read_output = True
         return conn.plain_len
@@ -434,7 +441,7 @@ class TLS:
             if n == _LOOK:
                 n = self._look()
             if n > 0:
-                self._buffer = self._buffer[self._offset:] + _unpack(self._plain, n)
+                self._buffer = self._buffer[self._offset:] + self._plain[:n]
                 self._offset = 0
             elif n < 0:
                 self._buffer = self._buffer[self._offset:]
@@ -508,11 +515,11 @@ class TLS:
         n = _engine_write(self._conn, data, len(data))
         self._read_output = False  # whatever reading left waiting leaves with this
         if n > 0:
-            return _unpack(self._out, n)
+            return self._out[:n]
         if n == 0:
             return b""
         if n == _LOOK:
-            self._out = self._conn.out
+            self._out = _buffer(self._conn.out, _WHOLE)
             return self._take_output()
         raise self._failure()
 
