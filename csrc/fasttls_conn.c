@@ -606,14 +606,17 @@ void fasttls_conn_release_buffers(fasttls_conn *c)
     if (c->ssl == NULL)
         return;
     SSL_free_buffers(c->ssl); /* refuses, harmlessly, while a partial record is buffered */
-    if (c->out_len == 0) {
+    if (c->out_len == 0 && c->out_cap > FASTTLS_SMALL_BUFFER) {
         free(c->out);
         c->out = NULL;
         c->out_cap = 0;
     }
-    free(c->plain);
-    c->plain = NULL;
-    c->plain_cap = c->plain_len = 0;
+    c->plain_len = 0;
+    if (c->plain_cap > FASTTLS_SMALL_BUFFER) {
+        free(c->plain);
+        c->plain = NULL;
+        c->plain_cap = 0;
+    }
     if (c->held_len == 0) {
         free(c->held);
         c->held = NULL;
