@@ -161,29 +161,6 @@ class SSLObjectAdapter:
                     return
                 data = self._receive()
 
-    def read(self, size: int = 1024, buffer=None):
-        """Up to `size` bytes of plaintext (into `buffer` if given: returns the count); b""
-        after the peer's close_notify. asyncio, anyio and trio call this for every record over
-        memory BIOs: there, when the connection has nothing but new ciphertext to look at
-        (`TLS._readable`), this frame and TLS.read are all the Python the read runs."""
-        tls = self._tls
-        incoming = self._incoming
-        if tls._readable and incoming is not None and buffer is None and size > 0:
-            data = incoming.read()
-            if data:
-                plaintext = tls.read(data, size)
-                if plaintext and self._session_key is None and not tls._read_output:
-                    return plaintext
-                return self._read_after(plaintext, size)
-            if not incoming.eof:
-                # Idle: nothing to read until the peer sends. The connection gives back its
-                # record buffers (they return on demand); busy connections never get here.
-                tls.release_buffers()
-                error = _WANT_READ
-                error.__traceback__ = error.__context__ = None
-                raise error
-        return self._read_loop(size, buffer)
-
     def _read_after(self, plaintext: bytes, size: int):
         """The rest of a fast read that found something other than plaintext alone: a session
         to remember, bytes to send (a KeyUpdate reply), or no plaintext (read on)."""
@@ -198,10 +175,12 @@ class SSLObjectAdapter:
             if self._session_key is not None:
                 self._remember_session()  # TLS 1.3 tickets arrive before the data
             return plaintext
-        return self._read_loop(size, None)
+        return self.read(size)
 
-    def _read_loop(self, size: int, buffer):
-        """read() in general: any transport, any state."""
+    def read(self, size: int = 1024, buffer=None):
+        """Up to `size` bytes of plaintext (into `buffer` if given: returns the count); b""
+        after the peer's close_notify. Any transport, any state (a memory-BIO SSLObject's
+        common case goes through `SSLObject.read` first)."""
         if buffer is not None:
             return self._read_into(size, buffer)
         if size <= 0:
@@ -260,13 +239,9 @@ class SSLObjectAdapter:
     def write(self, data) -> int:
         """Encrypt `data` and hand the ciphertext to the outgoing BIO (which takes it all)."""
         tls = self._tls
-        if not tls._done:
+        if not tls.finished():
             self.do_handshake()
-        out = tls.write(data)  # with anything pending before it
-        if self._outgoing is not None:
-            self._outgoing.write(out)
-        else:
-            self._transport.send(out)
+        self._transport.send(tls.write(data))  # with anything pending before it
         kind = type(data)
         return len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
 
@@ -440,6 +415,46 @@ class SSLObjectAdapter:
     @property
     def owner(self):
         return self._owner() if self._owner is not None else None
+
+
+class SSLObject(ssl.SSLObject):
+    """The stdlib's SSLObject (what `wrap_bio` of a fasttls SSLContext returns), with read()
+    and write() taking the adapter's common case themselves: asyncio, anyio and trio call them
+    for every record, and the stdlib's own methods would add a Python frame in front of the
+    adapter's. Anything else is the adapter's (`self._sslobj`), as with the stdlib."""
+
+    def read(self, len=1024, buffer=None):
+        """When the connection has nothing but new ciphertext to look at (`TLS._readable`):
+        the incoming BIO's bytes go to TLS.read, or an idle want-read is raised, and this frame
+        and TLS.read are all the Python the read runs."""
+        adapter = self._sslobj
+        tls = adapter._tls
+        incoming = adapter._incoming
+        if tls._readable and incoming is not None and buffer is None and len > 0:
+            data = incoming.read()
+            if data:
+                plaintext = tls.read(data, len)
+                if plaintext and adapter._session_key is None and not tls._read_output:
+                    return plaintext
+                return adapter._read_after(plaintext, len)
+            if not incoming.eof:
+                # Idle: nothing to read until the peer sends. The connection gives back its
+                # record buffers (they return on demand); busy connections never get here.
+                tls.release_buffers()
+                error = _WANT_READ
+                error.__traceback__ = error.__context__ = None
+                raise error
+        return adapter.read(len, buffer)
+
+    def write(self, data):
+        adapter = self._sslobj
+        tls = adapter._tls
+        outgoing = adapter._outgoing
+        if tls._done and outgoing is not None:
+            outgoing.write(tls.write(data))  # with anything pending before it
+            kind = type(data)
+            return len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
+        return adapter.write(data)
 
 
 class SSLSocketAdapter(SSLObjectAdapter):
