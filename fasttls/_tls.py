@@ -64,7 +64,9 @@ _from_buffer = ffi.from_buffer
 Buffer = Union[bytes, bytearray, memoryview]
 
 
-# Server connections whose context has an sni_callback, by engine address, for the callback.
+# Server connections whose context has an sni_callback, by engine address, for the callback:
+# listed by their handshake steps (a WeakValueDictionary entry costs ~0.6 us a connection, for
+# the servers without a callback, most of them, for nothing).
 _servers_by_conn: "weakref.WeakValueDictionary[int, TLS]" = weakref.WeakValueDictionary()
 
 
@@ -200,7 +202,7 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "owner", "transport",
-                 "_release", "_plain", "_out", "_read_output", "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "_sni_listed", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -220,8 +222,7 @@ class TLS:
         self._conn = conn
         self._release = ffi.gc(conn, lib.fasttls_conn_release)
         self._callback_error: Optional[BaseException] = None
-        if self._server:
-            _servers_by_conn[_address(conn)] = self  # for the SNI hook, if the context has one
+        self._sni_listed = False
         self._context = ctx  # the SSL holds the SSL_CTX; this keeps the Python side too
         self._hostname: Optional[str] = None
         self._state = State.HANDSHAKING
@@ -245,7 +246,7 @@ class TLS:
         # A read produced bytes to send (a KeyUpdate reply): `pending_output` without a look at
         # the engine, for the stdlib adapter's fast read. write() and _take_output clear it.
         self._read_output = False
-        self.owner: Any = None  # free for the application (the stdlib adapter keeps itself here)
+        self.owner: Any = None  # free for the application (the stdlib adapter: a weakref to itself)
         self.transport: Any = None  # the socket the helpers use for this connection
         self._post_handshake_auth = False
         self._apply_verify_mode()
@@ -361,6 +362,9 @@ class TLS:
         if not self._started:
             self._check_start()
             self._started = True
+        if self._server and not self._sni_listed and self._context._sni_callback is not None:
+            _servers_by_conn[_address(self._conn)] = self  # for fasttls_on_server_name
+            self._sni_listed = True
         if type(data) is not bytes:
             data = ffi.from_buffer(data)
         status = lib.fasttls_handshake(self._conn, data, len(data))

@@ -23,6 +23,7 @@ threads at once, and cffi releases the GIL in every engine call, so:
 * two threads in the same direction are a bug in the application: detected, and raised as an
   SSLError naming it, instead of interleaving records.
 """
+import _ssl
 import socket
 import ssl
 import threading
@@ -33,12 +34,10 @@ from typing import Any, Optional
 from fasttls._errors import SSLEOFError, SSLError
 from fasttls._tls import TLS, Session, State
 
-from ._transports import BIOTransport, SocketTransport, want_read
+from ._transports import WANT_READ as _WANT_READ
+from ._transports import BIOTransport, SocketTransport
 
-# The want-read of an idle memory-BIO read, made once: building an SSLWantReadError costs more
-# than the rest of the read. Its traceback and context are cleared before each raise (raising an
-# instance again would chain onto them).
-_WANT_READ = want_read()
+_protocol_of = _ssl._SSLContext.protocol.__get__  # type: ignore[attr-defined]  # a C getset
 
 # Non-blocking writes are encrypted at most this much at a time, so what a full socket buffer
 # leaves unsent (and the adapter must keep) is one chunk, not the caller's whole buffer.
@@ -95,11 +94,13 @@ class SSLObjectAdapter:
             server_hostname = server_hostname.decode("ascii")
         if server_side and server_hostname:
             raise ValueError("server_hostname can only be specified in client mode")
-        # As the stdlib: a context made for one role does not serve the other.
-        if server_side and context.protocol == ssl.PROTOCOL_TLS_CLIENT:
+        # As the stdlib: a context made for one role does not serve the other. (The protocol
+        # as the base class keeps it: SSLContext.protocol makes an enum, ~1 us.)
+        protocol = _protocol_of(context)
+        if server_side and protocol == ssl.PROTOCOL_TLS_CLIENT:
             raise SSLError(ssl.SSL_ERROR_SSL,
                            "Cannot create a server socket with a PROTOCOL_TLS_CLIENT context")
-        if not server_side and context.protocol == ssl.PROTOCOL_TLS_SERVER:
+        if not server_side and protocol == ssl.PROTOCOL_TLS_SERVER:
             raise SSLError(ssl.SSL_ERROR_SSL,
                            "Cannot create a client socket with a PROTOCOL_TLS_SERVER context")
         self._sslcontext = context
@@ -113,7 +114,10 @@ class SSLObjectAdapter:
         self._owner = weakref.ref(owner) if owner is not None else None
         self._tls = TLS("server" if server_side else "client", context._fasttls,
                         None if server_side else server_hostname)
-        self._tls.owner = self
+        # Weakly: a strong reference back would make every connection a reference cycle, freed
+        # only by the garbage collector (its collections were most of what creating and
+        # dropping an SSLObject cost).
+        self._tls.owner = weakref.ref(self)
         if context.post_handshake_auth:
             self._tls.enable_post_handshake_auth()
         self._session_key: Any = None
@@ -129,37 +133,56 @@ class SSLObjectAdapter:
 
     def do_handshake(self) -> None:
         tls = self._tls
-        if tls.finished():
+        if tls._done:
             return
-        if tls.state is not State.HANDSHAKING:
+        if tls._state is not State.HANDSHAKING:
             raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+        if self._incoming is not None:
+            # A memory-BIO SSLObject is used by one thread at a time, as the stdlib's: no
+            # claims (a server pays for every Python frame of its handshakes).
+            self._handshake_steps(tls)
+            return
         with _Claim(self._receiving, _READING), _Claim(self._sending, _WRITING):
-            if not tls._started and not tls.server_side:
-                self._resume_from_cache()
             self._transport.flush()
-            # The first step needs no input; later ones continue with what the peer sent.
-            data = self._receive() if tls._started and not tls.pending_input else b""
-            while True:
-                with self._output:
-                    with self._engine:
-                        try:
-                            out = tls.handshake(data)
-                        except SSLError as error:
-                            self._send_alert(error)
-                            raise
-                    if out:
+            self._handshake_steps(tls)
+
+    def _handshake_steps(self, tls: TLS) -> None:
+        if not tls._started:
+            # A client's first step needs no input (it makes the ClientHello); a server's, and
+            # every later one, continues with what the peer sent.
+            if tls._server:
+                data = self._receive()
+            else:
+                self._resume_from_cache()
+                data = b""
+        else:
+            data = b"" if tls.pending_input else self._receive()
+        outgoing = self._outgoing
+        while True:
+            with self._output:
+                with self._engine:
+                    try:
+                        out = tls.handshake(data)
+                    except SSLError as error:
+                        self._send_alert(error)
+                        raise
+                if out:
+                    if outgoing is not None:
+                        outgoing.write(out)
+                    else:
                         try:
                             self._transport.send(out)
                         except (BrokenPipeError, ConnectionResetError):
                             # A TLS 1.3 client that closes right after its Finished never
                             # reads the server's tickets: the handshake is done, and the next
                             # read reports the end (OpenSSL tolerates EPIPE here too).
-                            if not tls.finished():
+                            if not tls._done:
                                 raise
-                if tls.finished():
+            if tls._done:
+                if self._session_key is not None:
                     self._remember_session()
-                    return
-                data = self._receive()
+                return
+            data = self._receive()
 
     def _read_after(self, plaintext: bytes, size: int):
         """The rest of a fast read that found something other than plaintext alone: a session
