@@ -261,6 +261,13 @@ static int fasttls_conn_init_inner(fasttls_conn *c, SSL_CTX *ctx, int server)
 
 void fasttls_conn_release(fasttls_conn *c)
 {
+    /* A connection dropped without close_notify (the common case: most clients just close)
+     * must not evict its session from the server's cache, nor invalidate a client's: OpenSSL
+     * does that in SSL_free unless our close_notify counts as sent, so it is marked sent, as
+     * the stdlib's _ssl does. A connection that failed was evicted when its fatal alert was
+     * made. */
+    if (c->ssl != NULL)
+        SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
     SSL_free(c->ssl);
     c->ssl = NULL;
     c->first_ctx = NULL;

@@ -193,7 +193,7 @@ class TLS:
 
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
-                 "_eof_returned", "_callback_error", "_post_handshake_auth", "owner", "transport",
+                 "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
                  "_release", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
@@ -229,7 +229,7 @@ class TLS:
         # The fast paths test one flag each; `_set_state` and the buffer keep them true to the
         # state: `_readable` means "open, nothing buffered, no error waiting".
         self._readable = self._writable = False
-        self.owner: Any = None  # free for the application (the stdlib adapter keeps itself here)
+        self._owner: Any = None  # see `owner`
         self.transport: Any = None  # the socket the helpers use for this connection
         self._post_handshake_auth = False
         self._apply_verify_mode()
@@ -237,6 +237,18 @@ class TLS:
             self.set_hostname(hostname)
         if session is not None:
             self.set_session(session)
+
+    @property
+    def owner(self) -> Any:
+        """Free for the application (the stdlib adapter keeps itself here). Held weakly, as the
+        stdlib's SSLObject holds its owner: an object that owns this connection and is named
+        here is not kept alive by the cycle (a context would otherwise live until the cyclic
+        garbage collector runs)."""
+        return self._owner() if self._owner is not None else None
+
+    @owner.setter
+    def owner(self, value: Any) -> None:
+        self._owner = weakref.ref(value) if value is not None else None
 
     def set_hostname(self, hostname: Optional[str]) -> None:
         """The server's name: sent as SNI (if a DNS name) and checked against its certificate.

@@ -9,28 +9,47 @@ transport's: its buffer is the only one, and its pause/resume_writing reach the 
 import asyncio
 from typing import Any, Optional
 
+from fasttls._errors import SSLError
 from fasttls.aio._transport import TLSTransport
 
-RECV_SIZE = 256 * 1024
+class _Lower(asyncio.Protocol):
+    """The lower transport's protocol: ciphertext in, connection events. A plain protocol
+    rather than a buffered one: one call per read (uvloop makes the bytes in C) instead of
+    get_buffer and buffer_updated."""
 
-
-class _Lower(asyncio.BufferedProtocol):
-    """The lower transport's protocol: ciphertext in, connection events."""
-
-    __slots__ = ("tls", "_buffer")
+    __slots__ = ("tls",)
 
     def __init__(self, tls: "LayeredTLSTransport") -> None:
         self.tls = tls
-        self._buffer = memoryview(bytearray(RECV_SIZE))
 
     def connection_made(self, transport) -> None:
         self.tls._lower_made(transport)
 
-    def get_buffer(self, sizehint: int):
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.tls._received(self._buffer[:nbytes])
+    def data_received(self, data: bytes) -> None:
+        """The hot path: one engine call, one call into the application's protocol."""
+        tls = self.tls
+        if not tls._open or tls._buffered or tls._paused:
+            tls._received(data)
+            return
+        engine = tls._tls
+        try:
+            plaintext = engine.read(data)
+        except SSLError as exc:
+            tls._send_raw(getattr(exc, "alert", b""))
+            tls._fatal_error(exc, "Fatal error on SSL transport")
+            return
+        if engine.pending_output:  # a KeyUpdate reply, a post-handshake answer
+            tls._send_raw(engine.write())
+        if plaintext:
+            if tls._remember:
+                tls._remember = False
+                tls._adapter._remember_session()  # TLS 1.3 tickets arrive before the data
+            try:
+                tls._protocol.data_received(plaintext)
+            except Exception as exc:
+                tls._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        elif engine.eof:
+            tls._peer_closed()
 
     def eof_received(self) -> bool:
         self.tls._lower_eof()
@@ -61,6 +80,7 @@ class LayeredTLSTransport(TLSTransport):
 
     def _lower_made(self, transport) -> None:
         self._lower = transport
+        self._lower_write = transport.write
         self._start()
 
     def _lower_lost(self, exc: Optional[BaseException]) -> None:
@@ -100,6 +120,18 @@ class LayeredTLSTransport(TLSTransport):
         return self._lower.get_write_buffer_limits() if self._lower is not None else (0, 0)
 
     # ---- the lower layer ----
+
+    def write(self, data) -> None:
+        """The hot path: one engine call, one write to the lower transport."""
+        if not self._open or type(data) is not bytes or not data:
+            super().write(data)
+            return
+        try:
+            out = self._tls.write(data)
+        except SSLError as exc:
+            self._fatal_error(exc, "Fatal error on SSL transport")
+            return
+        self._lower_write(out)
 
     def _send_raw(self, data) -> None:
         lower = self._lower

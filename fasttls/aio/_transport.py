@@ -71,6 +71,8 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
         self._handshake_timeout, self._shutdown_timeout = check_timeouts(
             ssl_handshake_timeout, ssl_shutdown_timeout)
         super().__init__(extra, loop)
+        if not server_hostname or server_side:
+            server_hostname = None  # as sslproto: "" means no SNI and no hostname check
         # A genuine ssl.SSLObject (for get_extra_info("ssl_object")), whose engine object is
         # fasttls's adapter; the transport drives the adapter's TLS directly.
         self._sslobj = sslcontext.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(),
@@ -142,7 +144,7 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.cancelled():
             waiter.set_result(None)
-        if tls.pending_input:  # data that came with the last handshake flight
+        if tls.pending_input and not self._paused:  # data that came with the last flight
             self._received(b"")
 
     def _handshake_failed(self, exc: BaseException) -> None:
@@ -169,7 +171,8 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
     # ---- receiving ----
 
     def _received(self, data) -> None:
-        """Ciphertext from the lower layer."""
+        """Ciphertext from the lower layer. While reading is paused nothing is decrypted: it
+        waits in the TLS object until resume_reading()."""
         if not self._open:
             if not self._tls.finished():
                 if not self._lost:
@@ -186,6 +189,9 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
             return
         if tls.pending_output:  # a KeyUpdate reply, a post-handshake answer
             self._send_raw(tls.write())
+        if self._paused:  # arrived after pause_reading(): kept until resume_reading()
+            tls.unread(plaintext)
+            return
         if plaintext:
             if self._remember:
                 self._remember = False
@@ -385,8 +391,16 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
             return
         self._paused = False
         self._resume_lower()
-        if self._open and (self._tls.pending_input or self._tls.pending):
-            self._loop.call_soon(self._received, b"")
+        self._loop.call_soon(self._deliver_kept)
+
+    def _deliver_kept(self) -> None:
+        """After resume_reading(): what arrived while paused (plaintext kept in the TLS object,
+        ciphertext it holds, the peer's close_notify)."""
+        tls = self._tls
+        if self._open and not self._paused and tls.pending:
+            self._received(b"")  # the plaintext kept
+        if self._open and not self._paused and (tls.pending_input or tls.eof):
+            self._received(b"")  # a partial record stays held: no loop
 
     # ---- protocol ----
 

@@ -30,7 +30,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Optional
 
-from fasttls._errors import SSLEOFError, SSLError
+from fasttls._errors import SSLEOFError, SSLError, SSLZeroReturnError
 from fasttls._tls import TLS, Session, State
 
 from ._transports import SocketTransport
@@ -169,6 +169,11 @@ class SSLObjectAdapter:
             state = tls.state
             if state is not State.OPEN and state is not State.CLOSING:
                 tls.read()  # the error waiting, or the end (eof_returned)
+                if state is State.CLOSED and tls.finished():
+                    # Both close_notify alerts, ours first or second: as the stdlib, reading
+                    # past the end then raises (b"" is only for the peer's close_notify alone).
+                    raise SSLZeroReturnError(ssl.SSL_ERROR_ZERO_RETURN,
+                                             "TLS/SSL connection has been closed (EOF)")
                 return b""
             if tls.pending_input:
                 data = b""
