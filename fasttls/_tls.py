@@ -55,6 +55,10 @@ _engine_write = lib.fasttls_write
 _from_buffer = ffi.from_buffer
 
 # Input: bytes go to C as they are (no copy); other buffers through ffi.from_buffer (no copy).
+# _release_input: an operation that raises drops its from_buffer cdata first. The exception's
+# traceback keeps the raising frame, and the frame would keep the cdata, which holds an export
+# of the caller's memoryview; in that cycle the garbage collector may clear the memoryview
+# before the cdata releases it, and the release then touches freed memory (a crash).
 Buffer = Union[bytes, bytearray, memoryview]
 
 
@@ -360,6 +364,7 @@ class TLS:
         if type(data) is not bytes:
             data = ffi.from_buffer(data)
         status = lib.fasttls_handshake(self._conn, data, len(data))
+        del data  # see _release_input
         if status == _ERROR:
             error = self._failure()
             if self._callback_error is not None:
@@ -395,6 +400,7 @@ class TLS:
             return self._take(size)
         if n == 0:
             return b""
+        del data  # see _release_input
         return self._read_ended(n, size)
 
     def _read_ended(self, status: int, size: int) -> bytes:
@@ -423,6 +429,7 @@ class TLS:
                 self._buffer = self._buffer[self._offset:] + _unpack(conn.plain, n)
                 self._offset = 0
             elif n < 0:
+                del data  # see _release_input
                 self._buffer = self._buffer[self._offset:]
                 self._offset = 0
                 self._read_ended(n, 0)
@@ -497,6 +504,7 @@ class TLS:
             return _unpack(conn.out, n)
         if n == 0:
             return b""
+        del data  # see _release_input
         raise self._failure()
 
     def _refuse_write(self):

@@ -190,7 +190,7 @@ def _methods_for(cls) -> Dict[str, Callable]:
 def patch_loop(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
     """Make `loop` use fasttls's TLS transport for fasttls.SSLContext connections (other
     contexts keep asyncio's, or uvloop's, own). Idempotent; returns the loop."""
-    if getattr(loop, _PATCHED, False):
+    if vars(loop).get(_PATCHED):  # the instance's own: install() marks the classes
         return loop
     for name, method in _methods_for(type(loop)).items():
         setattr(loop, name, method.__get__(loop))

@@ -259,7 +259,18 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
             self._close_lower(exc)
             return
         if tls.state is not State.CLOSING:
-            self._close_lower(None)
+            self._closed_by_peer_too()
+
+    def _closed_by_peer_too(self) -> None:
+        """After close(), the peer's close_notify: as sslproto, the protocol hears
+        eof_received, then connection_lost(None)."""
+        if self._connected and not self._lost:
+            try:
+                self._protocol.eof_received()
+            except Exception as exc:
+                self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+                return
+        self._close_lower(None)
 
     # ---- writing ----
 
@@ -370,6 +381,10 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
             if self._connected:
                 self._protocol.connection_lost(exc)
         finally:
+            # As asyncio's transports: the protocol often keeps its transport, and that cycle
+            # would keep the context (and the connection) alive until the cyclic GC.
+            self._protocol = None
+            self._connected = False
             self._tls.release_buffers()
             server, self._server = self._server, None
             if server is not None:
