@@ -48,6 +48,9 @@ class _Lower(asyncio.Protocol):
                 tls._protocol.data_received(plaintext)
             except Exception as exc:
                 tls._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                return
+            if not engine._readable:  # see TLSTransport._after_data
+                tls._after_data()
         elif engine.eof:
             tls._peer_closed()
 

@@ -31,6 +31,10 @@ SHUTDOWN_TIMEOUT = 30.0
 LOG_THRESHOLD = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 
 
+# get_extra_info names answered by the SSLObject once the handshake is done (its methods).
+_HANDSHAKE_INFO = {"peercert": "getpeercert", "cipher": "cipher", "compression": "compression"}
+
+
 def check_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout) -> "tuple[float, float]":
     """The two timeouts with asyncio's defaults, refused as SSLProtocol refuses them."""
     if ssl_handshake_timeout is None:
@@ -128,9 +132,7 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
         tls = self._tls
         self._adapter._remember_session()
         self._remember = not tls.server_side and self._adapter._session_key is not None
-        sslobj = self._sslobj
-        self._extra.update(peercert=sslobj.getpeercert(), cipher=sslobj.cipher(),
-                           compression=sslobj.compression(), ssl_object=sslobj)
+        self._extra["ssl_object"] = self._sslobj
         self._open = True
         if self._call_connection_made:
             self._connected = True
@@ -197,7 +199,17 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
                 self._remember = False
                 self._adapter._remember_session()  # TLS 1.3 tickets arrive before the data
             self._deliver(plaintext)
+            if not tls._readable:  # see _after_data
+                self._after_data()
         elif tls.eof:
+            self._peer_closed()
+
+    def _after_data(self) -> None:
+        """The read that returned data may also have found the peer's close_notify behind it
+        (the engine then reports it on the next read, which no readiness would trigger). The
+        callers test TLS's own fast-path flag first, which is down in that case (a plain
+        attribute: the hot path makes no call for it)."""
+        if self._open and not self._paused and self._tls.eof:
             self._peer_closed()
 
     def _deliver(self, plaintext: bytes) -> None:
@@ -429,6 +441,11 @@ class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name in self._extra:
             return self._extra[name]
+        if name in _HANDSHAKE_INFO and "ssl_object" in self._extra:
+            # Made on first use, not on every handshake (a certificate as a dict costs more
+            # than the rest of a small connection's Python work); kept, as sslproto keeps it.
+            value = self._extra[name] = getattr(self._sslobj, _HANDSHAKE_INFO[name])()
+            return value
         return self._lower_extra(name, default)
 
     def __repr__(self) -> str:
