@@ -26,10 +26,10 @@ libraries that build their own contexts (uvicorn, aiohttp) get fasttls contexts;
 `install()` as well, their connections also skip sslproto. Injection alone keeps asyncio's
 sslproto over fasttls's SSLObject.
 """
-from fasttls.aio._layered import LayeredTLSTransport
+from fasttls.aio._layered import SSLLayeredTransport
 from fasttls.aio._loop import install, loop_factory, new_event_loop, patch_loop, uninstall
-from fasttls.aio._socket import SocketTLSTransport
-from fasttls.aio._transport import TLSTransport
+from fasttls.aio._socket import SSLSocketTransport
+from fasttls.aio._transport import SSLTransport
 
 __all__ = ["patch_loop", "install", "uninstall", "loop_factory", "new_event_loop",
-           "TLSTransport", "SocketTLSTransport", "LayeredTLSTransport"]
+           "SSLTransport", "SSLSocketTransport", "SSLLayeredTransport"]

@@ -1,4 +1,4 @@
-"""`LayeredTLSTransport`: the TLS transport over another transport.
+"""`SSLLayeredTransport`: the TLS transport over another transport.
 
 Used where fasttls cannot own the socket: under uvloop (its TCP transport is C, and its own SSL
 code is what fasttls replaces) and for `start_tls` (the transport being upgraded already owns
@@ -10,7 +10,7 @@ import asyncio
 from typing import Any, Optional
 
 from fasttls._errors import SSLError
-from fasttls.aio._transport import TLSTransport
+from fasttls.aio._transport import SSLTransport
 
 class _Lower(asyncio.Protocol):
     """The lower transport's protocol: ciphertext in, connection events. A plain protocol
@@ -19,7 +19,7 @@ class _Lower(asyncio.Protocol):
 
     __slots__ = ("tls",)
 
-    def __init__(self, tls: "LayeredTLSTransport") -> None:
+    def __init__(self, tls: "SSLLayeredTransport") -> None:
         self.tls = tls
 
     def connection_made(self, transport) -> None:
@@ -28,6 +28,8 @@ class _Lower(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """The hot path: one engine call, one call into the application's protocol."""
         tls = self.tls
+        if tls is None:
+            return  # the connection ended (see SSLLayeredTransport._call_connection_lost)
         if not tls._open or tls._buffered or tls._paused:
             tls._received(data)
             return
@@ -49,27 +51,31 @@ class _Lower(asyncio.Protocol):
             except Exception as exc:
                 tls._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                 return
-            if not engine._readable:  # see TLSTransport._after_data
+            if not engine._readable:  # see SSLTransport._after_data
                 tls._after_data()
         elif engine.eof:
             tls._peer_closed()
 
     def eof_received(self) -> bool:
-        self.tls._lower_eof()
+        if self.tls is not None:
+            self.tls._lower_eof()
         return False
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        self.tls._lower_lost(exc)
+        if self.tls is not None:
+            self.tls._lower_lost(exc)
 
     def pause_writing(self) -> None:
-        self.tls._lower_paused(True)
+        if self.tls is not None:
+            self.tls._lower_paused(True)
 
     def resume_writing(self) -> None:
-        self.tls._lower_paused(False)
+        if self.tls is not None:
+            self.tls._lower_paused(False)
 
 
-class LayeredTLSTransport(TLSTransport):
-    """See the module docstring and TLSTransport."""
+class SSLLayeredTransport(SSLTransport):
+    """See the module docstring and SSLTransport."""
 
     def __init__(self, loop, protocol, sslcontext, waiter=None, *, server_side: bool = False,
                  server_hostname: Optional[str] = None, server=None, ssl_handshake_timeout=None,
@@ -161,6 +167,16 @@ class LayeredTLSTransport(TLSTransport):
     def _resume_lower(self) -> None:
         if self._lower is not None:
             self._lower.resume_reading()
+
+    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        try:
+            super()._call_connection_lost(exc)
+        finally:
+            # The lower transport and its protocol point at each other and at this transport:
+            # detached here, refcounting frees the connection at once (a cycle would wait for
+            # the cyclic GC, and a busy server piles up tens of KiB per connection until then).
+            self.lower_protocol.tls = None
+            self._lower = None
 
     def _lower_extra(self, name: str, default: Any) -> Any:
         if self._lower is None:

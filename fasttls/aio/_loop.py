@@ -3,11 +3,11 @@
 Selector loops (asyncio's default on Unix) make every TLS connection through one method,
 `_make_ssl_transport` (create_connection with or without sock=, create_server and start_server,
 the unix variants, connect_accepted_socket); `start_tls` makes its own. Both are replaced: a
-fasttls.SSLContext gets `SocketTLSTransport` (or `LayeredTLSTransport` for start_tls, whose
+fasttls.SSLContext gets `SSLSocketTransport` (or `SSLLayeredTransport` for start_tls, whose
 transport already owns the socket); any other context goes to asyncio's own code, unchanged.
 
 uvloop does TLS inside its C code, so its public methods are wrapped instead: with a
-fasttls.SSLContext, the connection is opened without ssl and `LayeredTLSTransport` runs over
+fasttls.SSLContext, the connection is opened without ssl and `SSLLayeredTransport` runs over
 uvloop's TCP (or unix) transport.
 
 `patch_loop(loop)` changes one loop (instance attributes); `install()` changes the loop classes,
@@ -19,8 +19,8 @@ import ssl
 from asyncio import selector_events
 from typing import Any, Callable, Dict, Optional
 
-from fasttls.aio._layered import LayeredTLSTransport
-from fasttls.aio._socket import SocketTLSTransport
+from fasttls.aio._layered import SSLLayeredTransport
+from fasttls.aio._socket import SSLSocketTransport
 from fasttls.aio._transport import check_timeouts, default_context
 
 _PATCHED = "_fasttls_aio"
@@ -53,16 +53,16 @@ def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *, ser
                                             server_hostname=server_hostname, extra=extra,
                                             server=server, **timeouts)
     self._ensure_fd_no_transport(rawsock)
-    return SocketTLSTransport(self, rawsock, protocol, context, waiter, server_side=server_side,
+    return SSLSocketTransport(self, rawsock, protocol, context, waiter, server_side=server_side,
                               server_hostname=server_hostname, extra=extra, server=server,
                               **_timeouts(timeouts))
 
 
 async def _start_tls_layered(loop, transport, protocol, sslcontext, server_side,
                              server_hostname, timeouts):
-    """start_tls with fasttls: as asyncio's, with LayeredTLSTransport for SSLProtocol."""
+    """start_tls with fasttls: as asyncio's, with SSLLayeredTransport for SSLProtocol."""
     waiter = loop.create_future()
-    tls = LayeredTLSTransport(loop, protocol, sslcontext, waiter, server_side=server_side,
+    tls = SSLLayeredTransport(loop, protocol, sslcontext, waiter, server_side=server_side,
                               server_hostname=server_hostname, call_connection_made=False,
                               **_timeouts(timeouts))
     # Paused first, so no data reaches the new protocol before its connection_made.
@@ -101,7 +101,7 @@ _SELECTOR_METHODS: Dict[str, Callable] = {"_make_ssl_transport": _make_ssl_trans
 
 def _opener(name: str, original: Callable, server_side: bool) -> Callable:
     """`original` (create_connection, create_server, ...) with a fasttls context: opened
-    without TLS, each connection's protocol wrapped in a LayeredTLSTransport."""
+    without TLS, each connection's protocol wrapped in a SSLLayeredTransport."""
 
     @functools.wraps(original)
     async def open_(self, protocol_factory, *args, ssl=None, server_hostname=None,
@@ -126,14 +126,15 @@ def _opener(name: str, original: Callable, server_side: bool) -> Callable:
                 raise ValueError("You must set server_hostname when using ssl without a host")
         serving = name in ("create_server", "create_unix_server")
         waiter = None if serving else self.create_future()
-        made: "list[LayeredTLSTransport]" = []
+        made: "list[SSLLayeredTransport]" = []
 
         def factory():
-            tls = LayeredTLSTransport(self, protocol_factory(), context, waiter,
+            tls = SSLLayeredTransport(self, protocol_factory(), context, waiter,
                                       server_side=server_side,
                                       server_hostname=None if server_side else server_hostname,
                                       **_timeouts(timeouts))
-            made.append(tls)
+            if not serving:
+                made.append(tls)  # the one connection to return (a server keeps none)
             return tls.lower_protocol
 
         result = await original(self, factory, *args, **kwargs)

@@ -1,4 +1,4 @@
-"""`SocketTLSTransport`: the TLS transport that owns its socket (selector event loops).
+"""`SSLSocketTransport`: the TLS transport that owns its socket (selector event loops).
 
 The loop calls `_on_readable` when the socket has data: one `recv_into` into a buffer kept for
 the connection's life, one engine call that decrypts every record in it, one call into the
@@ -11,13 +11,13 @@ import warnings
 from asyncio import base_events, trsock
 from typing import Any, Optional
 
-from fasttls.aio._transport import TLSTransport
+from fasttls.aio._transport import SSLTransport
 
 RECV_SIZE = 256 * 1024  # as asyncio's socket transport (max_size): many records per wakeup
 
 
-class SocketTLSTransport(TLSTransport):
-    """See the module docstring and TLSTransport."""
+class SSLSocketTransport(SSLTransport):
+    """See the module docstring and SSLTransport."""
 
     def __init__(self, loop, sock: socket.socket, protocol, sslcontext, waiter=None, *,
                  server_side: bool = False, server_hostname: Optional[str] = None, extra=None,

@@ -2,11 +2,11 @@
 operation, where asyncio's own path goes through `sslproto.SSLProtocol` (a state machine, two
 memory BIOs and a second transport underneath).
 
-`TLSTransport` holds everything that does not depend on where ciphertext goes: the handshake and
+`SSLTransport` holds everything that does not depend on where ciphertext goes: the handshake and
 its timeout, delivering plaintext to the protocol (plain or buffered), the close_notify exchange
 and its timeout, flow control and `get_extra_info`. Two subclasses move the ciphertext:
-`SocketTLSTransport` (fasttls.aio._socket) owns the socket itself, as asyncio's
-`_SelectorSocketTransport` does; `LayeredTLSTransport` (fasttls.aio._layered) sits on another
+`SSLSocketTransport` (fasttls.aio._socket) owns the socket itself, as asyncio's
+`_SelectorSocketTransport` does; `SSLLayeredTransport` (fasttls.aio._layered) sits on another
 transport (uvloop's TCP transport, or any transport `start_tls` upgrades).
 
 State. The connection's state is the `TLS` object's (fasttls._tls, the one owner); the transport
@@ -60,7 +60,7 @@ def default_context(server_side: bool, server_hostname: Optional[str]) -> ssl.SS
     return context
 
 
-class TLSTransport(transports._FlowControlMixin, asyncio.Transport):
+class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
     """A TLS connection as an asyncio transport. See the module docstring."""
 
     # As sslproto's transport: TLS inside this one is possible; sendfile() falls back to
