@@ -261,6 +261,7 @@ static int fasttls_conn_init_inner(fasttls_conn *c, SSL_CTX *ctx, int server)
 
 void fasttls_conn_release(fasttls_conn *c)
 {
+    fasttls_io_release(c);
     SSL_free(c->ssl);
     c->ssl = NULL;
     c->first_ctx = NULL;
