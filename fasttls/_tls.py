@@ -688,11 +688,14 @@ class TLS:
         flight (poll for writing), False if for the peer's (poll for reading)."""
         return self._conn.out_len > 0
 
-    def enable_duplex(self) -> None:
+    def enable_duplex(self) -> "EngineLock":
         """Let one reader thread (recv_from) and one writer thread (send_to) use this
-        connection at once. Every other call on it must then hold `duplex_lock()`."""
+        connection at once: those two take the engine's lock themselves, only around the TLS
+        work, never while waiting on the socket. Every other call that runs the engine (read,
+        write, close, verify_client_post_handshake, ...) must then hold the returned lock."""
         if not lib.fasttls_conn_enable_duplex(self._conn):
             raise MemoryError("cannot create the connection's lock")
+        return EngineLock(self._conn)
 
     def _io_failure(self, status: int, operation: str) -> OSError:
         if status == _TIMEOUT:
@@ -793,6 +796,23 @@ class TLS:
         if self._context._openssl_verify_mode(self._server) == lib.SSL_VERIFY_NONE:
             return {}
         return certificate_dict(x509)
+
+
+class EngineLock:
+    """The engine's lock of a full-duplex connection (TLS.enable_duplex), as a context
+    manager. Waiting for it releases the GIL (a cffi call), so a thread holding it inside the
+    engine can always finish."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        lib.fasttls_conn_lock(self._conn)
+
+    def __exit__(self, *exc_info) -> None:
+        lib.fasttls_conn_unlock(self._conn)
 
 
 def socket_timeout_ms(sock: socket.socket) -> int:
