@@ -268,6 +268,7 @@ void fasttls_conn_release(fasttls_conn *c)
      * made. */
     if (c->ssl != NULL)
         SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
+    fasttls_io_release(c);
     SSL_free(c->ssl);
     c->ssl = NULL;
     c->first_ctx = NULL;

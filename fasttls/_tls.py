@@ -32,6 +32,8 @@ nothing already decrypted can be lost between layers (an adapter whose send fail
 gives the plaintext back with `unread()`).
 """
 import enum
+import errno
+import os
 import socket
 import ssl
 import weakref
@@ -41,9 +43,10 @@ from fasttls._binding import ffi, lib
 from fasttls._certificate import Certificate
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
-from fasttls._errors import SSLError, SSLZeroReturnError, error_from_conn, error_from_queue
+from fasttls._errors import (SSLError, SSLZeroReturnError, error_from_conn, error_from_queue,
+                             transport_eof)
 
-__all__ = ["TLS", "Session", "newtls"]
+__all__ = ["TLS", "Session", "newtls", "socket_timeout_ms"]
 
 _OK = lib.FASTTLS_OK
 _CLOSED = lib.FASTTLS_CLOSED
@@ -53,6 +56,14 @@ _unpack = ffi.unpack
 _engine_read = lib.fasttls_read
 _engine_write = lib.fasttls_write
 _from_buffer = ffi.from_buffer
+# The socket operations (see "socket I/O inside the engine" below).
+_engine_recv = lib.fasttls_recv
+_engine_send = lib.fasttls_send
+_WANT_READ = lib.FASTTLS_WANT_READ
+_WANT_WRITE = lib.FASTTLS_WANT_WRITE
+_EOF = lib.FASTTLS_EOF
+_IO_ERROR = lib.FASTTLS_IO_ERROR
+_TIMEOUT = lib.FASTTLS_TIMEOUT
 
 # Input: bytes go to C as they are (no copy); other buffers through ffi.from_buffer (no copy).
 # _release_input: an operation that raises drops its from_buffer cdata first. The exception's
@@ -581,6 +592,139 @@ class TLS:
         """Free the record buffers of an idle connection; they come back when needed."""
         lib.fasttls_conn_release_buffers(self._conn)
 
+    # ---- socket I/O inside the engine ----
+    #
+    # The same operations over a socket's file descriptor, the system calls made by the engine
+    # in the same C call as the TLS work (GIL released): one crossing per operation, no receive
+    # buffer allocated per call. timeout_ms: 0 never blocks, -1 waits forever, else the most
+    # the whole call may wait (a socket's gettimeout() in ms). The state, the plaintext buffer
+    # and the pending error are those of read()/write()/handshake(); the two sets may be mixed
+    # on one connection. Ciphertext the socket did not take waits in the engine (`unsent`) and
+    # leaves first with the next send_to(). A failure's alert is sent by the engine if the
+    # socket takes it at once, and is on the exception (exc.alert) all the same, as with the
+    # memory operations: callers must not send it again.
+
+    def recv_from(self, fd: int, timeout_ms: int = 0, size: int = -1) -> Optional[bytes]:
+        """Receive and decrypt: plaintext (at most `size` bytes if size > 0, the rest kept as
+        read() keeps it); None if nothing complete arrived (only with timeout_ms == 0: it would
+        block); b"" once the peer's close_notify came. A transport EOF without close_notify
+        raises SSLEOFError, a system call's failure OSError, an expired timeout
+        socket.timeout; TLS failures raise as read() does."""
+        if not self._readable:
+            return self._recv_slow(fd, timeout_ms, size)
+        conn = self._conn
+        n = _engine_recv(conn, fd, timeout_ms)
+        if n > 0:
+            if size < 0 or n <= size:
+                return _unpack(conn.plain, n)
+            self._buffer = _unpack(conn.plain, n)
+            self._readable = False
+            return self._take(size)
+        return self._recv_ended(n, fd, timeout_ms, size)
+
+    def _recv_slow(self, fd: int, timeout_ms: int, size: int) -> Optional[bytes]:
+        """Buffered plaintext first, then an error waiting; the end; or not open for reading."""
+        if self._offset >= len(self._buffer) and self._pending_error is None and (
+                self._state is State.OPEN or self._state is State.CLOSING):
+            self._readable = True  # the buffer was drained by unread(b"") or size=0
+            return self.recv_from(fd, timeout_ms, size)
+        return self._read_buffered(b"", size)
+
+    def _recv_ended(self, status: int, fd: int, timeout_ms: int, size: int) -> Optional[bytes]:
+        if status == _WANT_READ:
+            return None
+        if status == _CLOSED or status == _ERROR:
+            chunk = self._read_ended(status, size)
+            if not chunk and status == _CLOSED:
+                self._eof_returned = True
+            return chunk
+        if status == _EOF:
+            raise transport_eof()
+        if status == _IO_ERROR and self._conn.io_errno == errno.EINTR:
+            return self.recv_from(fd, timeout_ms, size)  # signal handlers ran (PEP 475)
+        raise self._io_failure(status, "read")
+
+    def send_to(self, fd: int, data: Buffer = b"", timeout_ms: int = 0) -> int:
+        """Encrypt `data` (none: only flush) behind what is still unsent and send: the
+        ciphertext bytes the socket did not take yet (0: everything went). Raises as write()
+        does, and as recv_from() for the socket."""
+        if not self._writable:
+            if data:
+                self._refuse_write()
+            data = b""
+        elif type(data) is not bytes:
+            data = _from_buffer(data)
+        n = _engine_send(self._conn, fd, data, len(data), timeout_ms)
+        if n >= 0:
+            return n
+        if n == _IO_ERROR and self._conn.io_errno == errno.EINTR:
+            return self.send_to(fd, b"", timeout_ms)  # what it encrypted waits in the engine
+        if n == _ERROR:
+            raise self._failure()
+        raise self._io_failure(n, "write")
+
+    @property
+    def unsent(self) -> int:
+        """Ciphertext bytes waiting in the engine for the socket (send_to() sends them first)."""
+        return self._conn.out_len
+
+    def handshake_on(self, fd: int, timeout_ms: int = 0) -> bool:
+        """Run the handshake over `fd`: True once done; False if the socket would block (only
+        with timeout_ms == 0; `wants_write` says which way). Raises as handshake() does, and as
+        recv_from() for the socket (a transport EOF: SSLEOFError)."""
+        state = self._state
+        if state is not State.HANDSHAKING:
+            if state is State.BROKEN:
+                raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+            if not self._done:
+                raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+            return True
+        if not self._started:
+            self._check_start()
+            self._started = True
+        while True:
+            status = lib.fasttls_handshake_fd(self._conn, fd, timeout_ms)
+            if status == _OK:
+                self._done = True
+                self._set_state(State.OPEN)
+                return True
+            if status == _WANT_READ or status == _WANT_WRITE:
+                return False
+            if status == _ERROR:
+                error = self._failure()
+                if self._callback_error is not None:
+                    callback_error, self._callback_error = self._callback_error, None
+                    callback_error.alert = error.alert  # type: ignore[attr-defined]
+                    raise callback_error
+                raise error
+            if status == _EOF:
+                raise transport_eof()
+            if status != _IO_ERROR or self._conn.io_errno != errno.EINTR:
+                raise self._io_failure(status, "handshake")
+
+    @property
+    def wants_write(self) -> bool:
+        """After handshake_on() returned False: True if it waits for the socket to take its
+        flight (poll for writing), False if for the peer's (poll for reading)."""
+        return self._conn.out_len > 0
+
+    def enable_duplex(self) -> "EngineLock":
+        """Let one reader thread (recv_from) and one writer thread (send_to) use this
+        connection at once: those two take the engine's lock themselves, only around the TLS
+        work, never while waiting on the socket. Every other call that runs the engine (read,
+        write, close, verify_client_post_handshake, ...) must then hold the returned lock."""
+        if not lib.fasttls_conn_enable_duplex(self._conn):
+            raise MemoryError("cannot create the connection's lock")
+        return EngineLock(self._conn)
+
+    def _io_failure(self, status: int, operation: str) -> OSError:
+        if status == _TIMEOUT:
+            return socket.timeout(f"The {operation} operation timed out")
+        if status == _IO_ERROR:
+            code = self._conn.io_errno
+            return OSError(code, os.strerror(code))
+        return SSLError(ssl.SSL_ERROR_SSL, f"unexpected engine status {status}")
+
     # ---- information ----
 
     def _ssl(self):
@@ -672,6 +816,34 @@ class TLS:
         if self._context._openssl_verify_mode(self._server) == lib.SSL_VERIFY_NONE:
             return {}
         return certificate_dict(x509)
+
+
+class EngineLock:
+    """The engine's lock of a full-duplex connection (TLS.enable_duplex), as a context
+    manager. Waiting for it releases the GIL (a cffi call), so a thread holding it inside the
+    engine can always finish."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        lib.fasttls_conn_lock(self._conn)
+
+    def __exit__(self, *exc_info) -> None:
+        lib.fasttls_conn_unlock(self._conn)
+
+
+def socket_timeout_ms(sock: socket.socket) -> int:
+    """A socket's timeout as the socket operations take it: -1 for none (blocking), 0 for a
+    non-blocking socket, else milliseconds (rounded up: 0 would mean "never wait")."""
+    timeout = sock.gettimeout()
+    if timeout is None:
+        return -1
+    if timeout <= 0:
+        return 0
+    return min(int(timeout * 1000) + 1, 0x7FFFFFFF)
 
 
 def newtls(method: str, ctx: Context, hostname: Optional[str] = None,
