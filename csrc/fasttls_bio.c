@@ -26,7 +26,7 @@ int fasttls_reserve(char **buf, size_t *cap, size_t need)
     /* Doubling past half the address space would wrap to 0 and never end. */
     if (need > SIZE_MAX / 2)
         return 0;
-    n = *cap ? *cap : 4096;
+    n = *cap ? *cap : FASTTLS_SMALL_BUFFER;
     while (n < need)
         n *= 2;
     p = realloc(*buf, n);

@@ -6,6 +6,8 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,27 +17,101 @@
  * may still be inside it. fasttls_quiesce, run by Python's atexit in the main thread before
  * that, waits for the operations in flight to leave; from then on, other threads entering
  * fasttls are parked (the process is about to end them, as CPython parks daemon threads that
- * want the GIL back), and only the exiting thread itself may still use it. */
+ * want the GIL back), and only the exiting thread itself may still use it.
+ *
+ * In flight without atomics: every engine call is one thread on one connection (the Python
+ * side never runs two calls on one connection at once), so each connection counts its own
+ * calls in `busy` with plain stores, and checks `shutting_down` with a plain load: no locked
+ * instruction, no shared cache line on the fast path. That store-then-load is the fast side of
+ * an asymmetric Dekker pattern; fasttls_quiesce, the slow side, sets `shutting_down` and then
+ * has every running thread execute a full memory barrier (membarrier(2)) before it reads the
+ * counts: a thread that read `shutting_down` as 0 before that barrier has its `busy` visible
+ * after it, and a thread that reads it after the barrier sees 1. The live connections are a
+ * list under a mutex, touched only when a connection is made or released. */
 static int shutting_down;
-static long in_flight;
 static pthread_t exiting_thread;
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static fasttls_conn *live_head;
 
-static int enter(void)
+static void link_live(fasttls_conn *c)
 {
-    struct timespec forever = {3600, 0};
-    __atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
-    if (!__atomic_load_n(&shutting_down, __ATOMIC_ACQUIRE) ||
-        pthread_equal(pthread_self(), exiting_thread))
-        return 1;
-    __atomic_sub_fetch(&in_flight, 1, __ATOMIC_RELEASE);
-    for (;;)
-        nanosleep(&forever, NULL);
-    return 0;
+    pthread_mutex_lock(&live_lock);
+    if (!c->live) {
+        c->live_prev = NULL;
+        c->live_next = live_head;
+        if (live_head != NULL)
+            live_head->live_prev = c;
+        live_head = c;
+        c->live = 1;
+    }
+    pthread_mutex_unlock(&live_lock);
 }
 
-static void leave(void)
+static void unlink_live(fasttls_conn *c)
 {
-    __atomic_sub_fetch(&in_flight, 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&live_lock);
+    if (c->live) {
+        if (c->live_prev != NULL)
+            c->live_prev->live_next = c->live_next;
+        else
+            live_head = c->live_next;
+        if (c->live_next != NULL)
+            c->live_next->live_prev = c->live_prev;
+        c->live_prev = c->live_next = NULL;
+        c->live = 0;
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void leave(fasttls_conn *c)
+{
+    /* Release: what the call did to OpenSSL's state is done before the count says so. */
+    __atomic_store_n(&c->busy, c->busy - 1, __ATOMIC_RELEASE);
+}
+
+static void park(fasttls_conn *c)
+{
+    struct timespec forever = {3600, 0};
+    leave(c);
+    for (;;)
+        nanosleep(&forever, NULL);
+}
+
+static void enter(fasttls_conn *c)
+{
+    __atomic_store_n(&c->busy, c->busy + 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* the compiler keeps the order; see above */
+    if (__atomic_load_n(&shutting_down, __ATOMIC_RELAXED)) {
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* exiting_thread was written before */
+        if (!pthread_equal(pthread_self(), exiting_thread))
+            park(c);
+    }
+}
+
+/* Every running thread of the process executes a full memory barrier before this returns. */
+static void barrier_everywhere(void)
+{
+#if defined(__linux__) && defined(SYS_membarrier)
+    if (syscall(SYS_membarrier, 1 /* MEMBARRIER_CMD_GLOBAL */, 0, 0) == 0)
+        return;
+#endif
+    {
+        /* No membarrier (or refused): a store buffer drains in nanoseconds; 20 ms is ample. */
+        struct timespec pause = {0, 20000000};
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        nanosleep(&pause, NULL);
+    }
+}
+
+static int any_busy(void)
+{
+    fasttls_conn *c;
+    int busy = 0;
+    pthread_mutex_lock(&live_lock);
+    for (c = live_head; c != NULL && !busy; c = c->live_next)
+        busy = __atomic_load_n(&c->busy, __ATOMIC_ACQUIRE) > 0;
+    pthread_mutex_unlock(&live_lock);
+    return busy;
 }
 
 int fasttls_quiesce(int timeout_ms)
@@ -43,9 +119,10 @@ int fasttls_quiesce(int timeout_ms)
     struct timespec pause = {0, 1000000};
     exiting_thread = pthread_self();
     __atomic_store_n(&shutting_down, 1, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&in_flight, __ATOMIC_ACQUIRE) > 0 && timeout_ms-- > 0)
+    barrier_everywhere();
+    while (any_busy() && timeout_ms-- > 0)
         nanosleep(&pause, NULL);
-    return __atomic_load_n(&in_flight, __ATOMIC_ACQUIRE) == 0;
+    return !any_busy();
 }
 
 /* ---- the error queue ----
@@ -261,6 +338,7 @@ static int fasttls_conn_init_inner(fasttls_conn *c, SSL_CTX *ctx, int server)
 
 void fasttls_conn_release(fasttls_conn *c)
 {
+    unlink_live(c);
     /* A connection dropped without close_notify (the common case: most clients just close)
      * must not evict its session from the server's cache, nor invalidate a client's: OpenSSL
      * does that in SSL_free unless our close_notify counts as sent, so it is marked sent, as
@@ -536,14 +614,17 @@ void fasttls_conn_release_buffers(fasttls_conn *c)
     if (c->ssl == NULL)
         return;
     SSL_free_buffers(c->ssl); /* refuses, harmlessly, while a partial record is buffered */
-    if (c->out_len == 0) {
+    if (c->out_len == 0 && c->out_cap > FASTTLS_SMALL_BUFFER) {
         free(c->out);
         c->out = NULL;
         c->out_cap = 0;
     }
-    free(c->plain);
-    c->plain = NULL;
-    c->plain_cap = c->plain_len = 0;
+    c->plain_len = 0;
+    if (c->plain_cap > FASTTLS_SMALL_BUFFER) {
+        free(c->plain);
+        c->plain = NULL;
+        c->plain_cap = 0;
+    }
     if (c->held_len == 0) {
         free(c->held);
         c->held = NULL;
@@ -563,14 +644,12 @@ size_t fasttls_conn_tls_unique(fasttls_conn *c, int server, unsigned char *buf, 
 
 /* ---- entry points that run OpenSSL: counted in flight (see fasttls_quiesce) ---- */
 
-/* enter() returns 0 only if it could not park the thread, which does not happen. */
 #define IN_FLIGHT(type, call)                                                                  \
     do {                                                                                       \
         type result_;                                                                          \
-        if (!enter())                                                                          \
-            return (type)FASTTLS_ERROR;                                                        \
+        enter(c);                                                                              \
         result_ = (call);                                                                      \
-        leave();                                                                               \
+        leave(c);                                                                              \
         return result_;                                                                        \
     } while (0)
 
@@ -589,14 +668,44 @@ ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len)
     IN_FLIGHT(ptrdiff_t, fasttls_write_inner(c, data, len));
 }
 
+ptrdiff_t fasttls_py_read(fasttls_conn *c, const unsigned char *data, size_t len)
+{
+    ptrdiff_t n = fasttls_read(c, data, len);
+    if (n >= 0 && (c->plain != c->plain_told || c->out_len != 0)) {
+        c->plain_told = c->plain;
+        return FASTTLS_LOOK;
+    }
+    return n;
+}
+
+ptrdiff_t fasttls_py_write(fasttls_conn *c, const unsigned char *data, size_t len)
+{
+    ptrdiff_t n = fasttls_write(c, data, len);
+    if (n > 0 && c->out != c->out_told) {
+        c->out_told = c->out;
+        c->out_len = (size_t)n; /* not taken: the caller takes it from out */
+        return FASTTLS_LOOK;
+    }
+    return n;
+}
+
 int fasttls_shutdown(fasttls_conn *c)
 {
     IN_FLIGHT(int, fasttls_shutdown_inner(c));
 }
 
+/* Listed first, so that fasttls_quiesce sees it busy; unlisted again if it fails (the caller
+ * then frees it without fasttls_conn_release). */
 int fasttls_conn_init(fasttls_conn *c, SSL_CTX *ctx, int server)
 {
-    IN_FLIGHT(int, fasttls_conn_init_inner(c, ctx, server));
+    int ok;
+    link_live(c);
+    enter(c);
+    ok = fasttls_conn_init_inner(c, ctx, server);
+    leave(c);
+    if (!ok)
+        unlink_live(c);
+    return ok;
 }
 
 int fasttls_conn_verify_client_post_handshake(fasttls_conn *c)

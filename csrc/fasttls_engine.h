@@ -12,7 +12,7 @@
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 4
+#define FASTTLS_ABI 5
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
@@ -65,6 +65,12 @@ typedef struct fasttls_conn {
      * the SSL object and `out` in the socket operations. */
     int duplex;
     pthread_mutex_t io_mutex;
+    /* The buffer addresses the Python side was last given (fasttls_py_read/_py_write). */
+    char *plain_told, *out_told;
+    /* Interpreter exit (fasttls_conn.c, "in flight"): engine calls running on this connection,
+     * and its place in the list of live connections that fasttls_quiesce looks through. */
+    int busy, live;
+    struct fasttls_conn *live_prev, *live_next;
 } fasttls_conn;
 
 int fasttls_init(void);
@@ -141,6 +147,14 @@ int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms);
 int fasttls_conn_enable_duplex(fasttls_conn *c);
 void fasttls_conn_lock(fasttls_conn *c);
 void fasttls_conn_unlock(fasttls_conn *c);
+/* The Python side's read and write: fasttls_read and fasttls_write, but a result that needs more
+ * than "n bytes at the address you know" comes back as FASTTLS_LOOK, so the fast path reads no
+ * field of the struct. For fasttls_py_read: the plaintext buffer moved (plain is the new one,
+ * plain_len counts it) or reading produced bytes to send (out_len); for fasttls_py_write: the
+ * output buffer moved (the ciphertext is left in out/out_len, as if not taken). */
+#define FASTTLS_LOOK (-16)
+ptrdiff_t fasttls_py_read(fasttls_conn *c, const unsigned char *data, size_t len);
+ptrdiff_t fasttls_py_write(fasttls_conn *c, const unsigned char *data, size_t len);
 
 int fasttls_make_self_signed(const char *hostname, char **cert_pem, size_t *cert_len,
                              char **key_pem, size_t *key_len);

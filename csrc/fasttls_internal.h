@@ -39,6 +39,11 @@
 
 /* ---- fasttls_bio.c ---- */
 
+/* The first size of the connection's own buffers, enough for a small message and its record:
+ * release_buffers keeps buffers this small, so an idle connection that wakes for small messages
+ * does not reallocate them (and their addresses, which the Python side keeps, stay put). */
+#define FASTTLS_SMALL_BUFFER 512
+
 FASTTLS_INTERNAL int fasttls_bio_method_init(void);
 FASTTLS_INTERNAL BIO *fasttls_bio_new(fasttls_conn *c);
 /* Grow *buf to hold at least `need` bytes (never shrinks); 0 if out of memory. */

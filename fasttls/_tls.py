@@ -36,6 +36,7 @@ import errno
 import os
 import socket
 import ssl
+import sys
 import weakref
 from typing import Any, Optional, Union
 
@@ -51,10 +52,15 @@ __all__ = ["TLS", "Session", "newtls", "socket_timeout_ms"]
 _OK = lib.FASTTLS_OK
 _CLOSED = lib.FASTTLS_CLOSED
 _ERROR = lib.FASTTLS_ERROR
+_LOOK = lib.FASTTLS_LOOK
 # Bound once: a module global is cheaper to reach than an attribute of `lib` on every call.
 _unpack = ffi.unpack
-_engine_read = lib.fasttls_read
-_engine_write = lib.fasttls_write
+_buffer = ffi.buffer
+# The length given to the views of the engine's buffers (see TLS._plain): they are only ever
+# sliced to a count the engine just wrote there, so they need no true length.
+_WHOLE = sys.maxsize
+_engine_read = lib.fasttls_py_read
+_engine_write = lib.fasttls_py_write
 _from_buffer = ffi.from_buffer
 # The socket operations (see "socket I/O inside the engine" below).
 _engine_recv = lib.fasttls_recv
@@ -209,7 +215,7 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
-                 "_release", "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -242,8 +248,18 @@ class TLS:
         self._pending_error: Optional[SSLError] = None  # raised once the buffer is drained
         self._eof_returned = False
         # The fast paths test one flag each; `_set_state` and the buffer keep them true to the
-        # state: `_readable` means "open, nothing buffered, no error waiting".
+        # state: `_readable` means "open, nothing buffered, no error waiting, no ciphertext
+        # held": a read has nothing to look at but new ciphertext (the stdlib adapter's idle
+        # memory-BIO read relies on that to raise want-read without calling the engine).
         self._readable = self._writable = False
+        # Views of the engine's plaintext and output buffers, at the addresses it last gave (it
+        # reports a move as FASTTLS_LOOK): the fast paths read no field of the connection, and
+        # slicing a view (`view[:n]`, bytes) costs less than ffi.unpack.
+        self._plain: Any = b""
+        self._out: Any = b""
+        # A read produced bytes to send (a KeyUpdate reply): `pending_output` without a look at
+        # the engine, for the stdlib adapter's fast read. write() and _take_output clear it.
+        self._read_output = False
         self._owner: Any = None  # see `owner`
         self.transport: Any = None  # the socket the helpers use for this connection
         self._post_handshake_auth = False
@@ -387,6 +403,8 @@ class TLS:
         if status == _OK:
             self._done = True
             self._set_state(State.OPEN)
+            if self._conn.held_len:
+                self._readable = False  # ciphertext came with the last flight: see _read_buffered
         return self._take_output()
 
     def finished(self) -> bool:
@@ -401,18 +419,32 @@ class TLS:
             return self._read_buffered(data, size)
         if type(data) is not bytes:
             data = _from_buffer(data)
-        conn = self._conn
-        n = _engine_read(conn, data, len(data))
+        n = _engine_read(self._conn, data, len(data))
         if n > 0:
             if size < 0 or n <= size:
-                return _unpack(conn.plain, n)
-            self._buffer = _unpack(conn.plain, n)
+                return self._plain[:n]
+            self._buffer = self._plain[:n]
             self._readable = False
             return self._take(size)
         if n == 0:
             return b""
+        if n == _LOOK:
+            n = self._look()
+            if n > 0:
+                self._buffer = self._plain[:n]
+                self._readable = False
+                return self._take(size)
+            return b""
         del data  # see _release_input
         return self._read_ended(n, size)
+
+    def _look(self) -> int:
+        """After FASTTLS_LOOK from a read: the plaintext count, the buffer's new address."""
+        conn = self._conn
+        self._plain = _buffer(conn.plain, _WHOLE)
+        if conn.out_len:
+            self._read_output = True
+        return conn.plain_len
 
     def _read_ended(self, status: int, size: int) -> bytes:
         """close_notify or a failure: what was decrypted before it is returned first."""
@@ -434,10 +466,11 @@ class TLS:
             # New ciphertext behind buffered plaintext: decrypt it too, keep the order.
             if type(data) is not bytes:
                 data = _from_buffer(data)
-            conn = self._conn
-            n = _engine_read(conn, data, len(data))
+            n = _engine_read(self._conn, data, len(data))
+            if n == _LOOK:
+                n = self._look()
             if n > 0:
-                self._buffer = self._buffer[self._offset:] + _unpack(conn.plain, n)
+                self._buffer = self._buffer[self._offset:] + self._plain[:n]
                 self._offset = 0
             elif n < 0:
                 del data  # see _release_input
@@ -509,12 +542,15 @@ class TLS:
             return self._take_output()
         if type(data) is not bytes:
             data = _from_buffer(data)
-        conn = self._conn
-        n = _engine_write(conn, data, len(data))
+        n = _engine_write(self._conn, data, len(data))
+        self._read_output = False  # whatever reading left waiting leaves with this
         if n > 0:
-            return _unpack(conn.out, n)
+            return self._out[:n]
         if n == 0:
             return b""
+        if n == _LOOK:
+            self._out = _buffer(self._conn.out, _WHOLE)
+            return self._take_output()
         del data  # see _release_input
         raise self._failure()
 
@@ -562,6 +598,7 @@ class TLS:
 
     def _take_output(self) -> bytes:
         conn = self._conn
+        self._read_output = False
         n = conn.out_len
         if not n:
             return b""

@@ -33,7 +33,12 @@ from typing import Any, Optional
 from fasttls._errors import SSLError, SSLZeroReturnError, transport_eof
 from fasttls._tls import TLS, Session, State, socket_timeout_ms
 
-from ._transports import SocketTransport, want_read, want_write
+from ._transports import BIOTransport, SocketTransport, want_read, want_write
+
+# The want-read of an idle memory-BIO read, made once: building an SSLWantReadError costs more
+# than the rest of the read. Its traceback and context are cleared before each raise (raising an
+# instance again would chain onto them).
+_WANT_READ = want_read()
 
 # Non-blocking writes are encrypted at most this much at a time, so what a full socket buffer
 # leaves unsent (and the adapter must keep) is one chunk, not the caller's whole buffer.
@@ -77,7 +82,8 @@ class SSLObjectAdapter:
 
     # Slots: thousands of idle connections are a use case (memory per connection is measured).
     __slots__ = ("_sslcontext", "_transport", "_owner", "_tls", "_session_key", "_engine",
-                 "_output", "_receiving", "_sending", "_write_in_flight", "__weakref__")
+                 "_output", "_receiving", "_sending", "_write_in_flight", "_incoming",
+                 "_outgoing", "__weakref__")
 
     def __init__(self, context, transport, server_side: bool, server_hostname, owner,
                  session: Optional[Session]) -> None:
@@ -94,6 +100,12 @@ class SSLObjectAdapter:
                            "Cannot create a client socket with a PROTOCOL_TLS_SERVER context")
         self._sslcontext = context
         self._transport = transport
+        # A memory-BIO SSLObject's two BIOs, for the fast paths of read() and write() (None for
+        # an SSLSocket's adapter, which goes through its transport).
+        self._incoming: Optional[ssl.MemoryBIO] = None
+        self._outgoing: Optional[ssl.MemoryBIO] = None
+        if type(transport) is BIOTransport:
+            self._incoming, self._outgoing = transport.incoming, transport.outgoing
         self._owner = weakref.ref(owner) if owner is not None else None
         self._tls = TLS("server" if server_side else "client", context._fasttls,
                         None if server_side else server_hostname)
@@ -145,10 +157,26 @@ class SSLObjectAdapter:
                     return
                 data = self._receive()
 
+    def _read_after(self, plaintext: bytes, size: int):
+        """The rest of a fast read that found something other than plaintext alone: a session
+        to remember, bytes to send (a KeyUpdate reply), or no plaintext (read on)."""
+        tls = self._tls
+        if tls.pending_output:
+            try:
+                self._flush_pending()
+            except BaseException:
+                tls.unread(plaintext)  # decrypted is never dropped
+                raise
+        if plaintext:
+            if self._session_key is not None:
+                self._remember_session()  # TLS 1.3 tickets arrive before the data
+            return plaintext
+        return self.read(size)
+
     def read(self, size: int = 1024, buffer=None):
         """Up to `size` bytes of plaintext (into `buffer` if given: returns the count); b""
-        after the peer's close_notify. asyncio and SSLSocket call this for every record, so
-        the common path makes few calls."""
+        after the peer's close_notify. Any transport, any state (a memory-BIO SSLObject's
+        common case goes through `SSLObject.read` first)."""
         if buffer is not None:
             return self._read_into(size, buffer)
         if size <= 0:
@@ -388,6 +416,46 @@ class SSLObjectAdapter:
     @property
     def owner(self):
         return self._owner() if self._owner is not None else None
+
+
+class SSLObject(ssl.SSLObject):
+    """The stdlib's SSLObject (what `wrap_bio` of a fasttls SSLContext returns), with read()
+    and write() taking the adapter's common case themselves: asyncio, anyio and trio call them
+    for every record, and the stdlib's own methods would add a Python frame in front of the
+    adapter's. Anything else is the adapter's (`self._sslobj`), as with the stdlib."""
+
+    def read(self, len=1024, buffer=None):
+        """When the connection has nothing but new ciphertext to look at (`TLS._readable`):
+        the incoming BIO's bytes go to TLS.read, or an idle want-read is raised, and this frame
+        and TLS.read are all the Python the read runs."""
+        adapter = self._sslobj
+        tls = adapter._tls
+        incoming = adapter._incoming
+        if tls._readable and incoming is not None and buffer is None and len > 0:
+            data = incoming.read()
+            if data:
+                plaintext = tls.read(data, len)
+                if plaintext and adapter._session_key is None and not tls._read_output:
+                    return plaintext
+                return adapter._read_after(plaintext, len)
+            if not incoming.eof:
+                # Idle: nothing to read until the peer sends. The connection gives back its
+                # record buffers (they return on demand); busy connections never get here.
+                tls.release_buffers()
+                error = _WANT_READ
+                error.__traceback__ = error.__context__ = None
+                raise error
+        return adapter.read(len, buffer)
+
+    def write(self, data):
+        adapter = self._sslobj
+        tls = adapter._tls
+        outgoing = adapter._outgoing
+        if tls._done and outgoing is not None:
+            outgoing.write(tls.write(data))  # with anything pending before it
+            kind = type(data)
+            return len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
+        return adapter.write(data)
 
 
 class SSLSocketAdapter(SSLObjectAdapter):

@@ -25,7 +25,7 @@ from fasttls._context import Context
 from fasttls._errors import SSLError, report_unraisable
 from fasttls._tls import TLS
 
-from ._adapter import SessionCache, SSLObjectAdapter, SSLSocketAdapter
+from ._adapter import SessionCache, SSLObject, SSLObjectAdapter, SSLSocketAdapter
 from ._transports import BIOTransport, SocketTransport
 
 __all__ = ["SSLContext", "create_default_context"]
@@ -100,6 +100,9 @@ class SSLContext(_StdSSLContext):
 
     `client_session_cache` (default True): client connections made through this context resume
     the last session with the same server name and address."""
+
+    # wrap_bio's objects: ssl.SSLObject with the adapter's fast paths in front (see SSLObject).
+    sslobject_class = SSLObject
 
     _fasttls: Context
     _sessions: SessionCache
