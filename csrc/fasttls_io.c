@@ -38,10 +38,12 @@
 #define MSG_NOSIGNAL 0 /* macOS: Python ignores SIGPIPE already */
 #endif
 
-/* One recv() asks for this much. Measured on loopback (bench sock_bulk, 1 MiB writes): 64 KiB
- * gathers four full records per system call; 256 KiB was no faster and pins more memory per
- * connection. A small message still costs one page of it. */
-#define RECV_SIZE (64u << 10)
+/* One recv() asks for this much, as asyncio's own socket transport does: an event loop wakes
+ * up once per recv, and in bulk 64 KiB made fasttls.aio slower than asyncio's sslproto. The
+ * buffer is the thread's (see receive), so no connection pins it. */
+#define RECV_SIZE (256u << 10)
+/* A receive buffer no larger than this stays with a connection whose input was all consumed. */
+#define HELD_KEEP (16u << 10)
 
 static const unsigned char nothing[1];
 
@@ -227,16 +229,58 @@ ptrdiff_t fasttls_send(fasttls_conn *c, int fd, const unsigned char *data, size_
 
 /* ---- receiving ---- */
 
-/* One recv() appended to c->held: FASTTLS_OK, FASTTLS_WANT_READ (would block), FASTTLS_EOF,
- * FASTTLS_IO_ERROR (ENOMEM if the buffer cannot grow). Without the mutex (see the top). */
-static int receive(fasttls_conn *c, int fd, int flags)
+/* Where a recv() goes. A connection whose input was all consumed receives into its thread's
+ * buffer, and fasttls_read then keeps only what is left of a partial record (in c->held): an
+ * idle connection holds no receive buffer, and a small message is read in place. A connection
+ * with a partial record pending receives behind it, into c->held (no copy of the new bytes). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_init(void)
 {
+    (void)pthread_key_create(&scratch_key, free); /* freed when its thread ends */
+}
+
+static unsigned char *thread_scratch(void)
+{
+    unsigned char *p;
+    (void)pthread_once(&scratch_once, scratch_init);
+    p = pthread_getspecific(scratch_key);
+    if (p == NULL && (p = malloc(RECV_SIZE)) != NULL && pthread_setspecific(scratch_key, p) != 0) {
+        free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+/* One recv(): FASTTLS_OK with the new bytes in *data/*len (for fasttls_read: the thread's
+ * buffer; or nothing, the bytes appended to c->held), FASTTLS_WANT_READ (would block),
+ * FASTTLS_EOF, FASTTLS_IO_ERROR (ENOMEM if no buffer). Without the mutex (see the top). */
+static int receive(fasttls_conn *c, int fd, int flags, const unsigned char **data, size_t *len)
+{
+    unsigned char *into;
+    size_t room;
     ssize_t n;
-    if (!fasttls_reserve((char **)&c->held, &c->held_cap, c->held_len + RECV_SIZE))
-        return io_error(c, ENOMEM);
-    n = recv(fd, c->held + c->held_len, c->held_cap - c->held_len, flags);
+    if (c->held_len == 0) {
+        if ((into = thread_scratch()) == NULL)
+            return io_error(c, ENOMEM);
+        room = RECV_SIZE;
+    } else {
+        if (!fasttls_reserve((char **)&c->held, &c->held_cap, c->held_len + RECV_SIZE))
+            return io_error(c, ENOMEM);
+        into = c->held + c->held_len;
+        room = c->held_cap - c->held_len;
+    }
+    n = recv(fd, into, room, flags);
     if (n > 0) {
-        c->held_len += (size_t)n;
+        if (c->held_len == 0) {
+            *data = into;
+            *len = (size_t)n;
+        } else {
+            c->held_len += (size_t)n;
+            *data = nothing;
+            *len = 0;
+        }
         return FASTTLS_OK;
     }
     if (n == 0)
@@ -246,12 +290,13 @@ static int receive(fasttls_conn *c, int fd, int flags)
     return io_error(c, errno);
 }
 
-/* Receive until `ready` or a status; waits only with timeout_ms != 0. */
-static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadline)
+/* Receive until some bytes or a status; waits only with timeout_ms != 0. */
+static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadline,
+                        const unsigned char **data, size_t *len)
 {
     int flags = timeout_ms == -1 ? 0 : MSG_DONTWAIT;
     for (;;) {
-        int status = receive(c, fd, flags);
+        int status = receive(c, fd, flags, data, len);
         if (status != FASTTLS_WANT_READ || timeout_ms == 0)
             return status;
         status = wait_fd(c, fd, POLLIN, timeout_ms, deadline);
@@ -260,16 +305,21 @@ static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadl
     }
 }
 
-/* Decrypt what c->held holds; send what reading produced for the peer (a KeyUpdate reply, an
- * alert) if the socket takes it now, else it waits in c->out. The plaintext count, WANT_READ
- * for none, CLOSED or ERROR. */
-static ptrdiff_t decrypt(fasttls_conn *c, int fd)
+/* Decrypt what c->held holds and `data` (see receive); send what reading produced for the
+ * peer (a KeyUpdate reply, an alert) if the socket takes it now, else it waits in c->out. The
+ * plaintext count, WANT_READ for none, CLOSED or ERROR. */
+static ptrdiff_t decrypt(fasttls_conn *c, int fd, const unsigned char *data, size_t len)
 {
     ptrdiff_t n;
     size_t before;
     lock(c);
     before = c->out_len;
-    n = fasttls_read(c, nothing, 0);
+    n = fasttls_read(c, data, len);
+    if (c->held_len == 0 && c->held_cap > HELD_KEEP) {
+        free(c->held); /* all consumed: an idle connection keeps no receive buffer */
+        c->held = NULL;
+        c->held_cap = 0;
+    }
     if (n == FASTTLS_ERROR)
         send_alert(c, fd);
     else if (c->out_len > before)
@@ -285,13 +335,15 @@ ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms)
     int status;
     /* Input kept from an earlier call (e.g. data that came with the last handshake flight)
      * may hold whole records: decrypt them before waiting for more. */
-    if (c->held_len && (n = decrypt(c, fd)) != FASTTLS_WANT_READ)
+    const unsigned char *data;
+    size_t len;
+    if (c->held_len && (n = decrypt(c, fd, nothing, 0)) != FASTTLS_WANT_READ)
         return n;
     for (;;) {
-        status = receive_wait(c, fd, timeout_ms, deadline);
+        status = receive_wait(c, fd, timeout_ms, deadline, &data, &len);
         if (status != FASTTLS_OK)
             return status;
-        n = decrypt(c, fd);
+        n = decrypt(c, fd, data, len);
         /* Only part of a record, or records without data (tickets, KeyUpdate): wait again. */
         if (n != FASTTLS_WANT_READ || timeout_ms == 0)
             return n;
@@ -303,15 +355,18 @@ ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms)
 int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms)
 {
     long long deadline = deadline_of(timeout_ms);
-    size_t left;
+    const unsigned char *data = nothing; /* what the next step reads, besides c->held */
+    size_t left, len = 0;
     int step, status;
     for (;;) {
         /* A step with what has arrived (the first needs nothing), then its flight leaves. */
         lock(c);
-        step = fasttls_handshake(c, nothing, 0);
+        step = fasttls_handshake(c, data, len); /* keeps what it leaves of data in c->held */
         if (step == FASTTLS_ERROR)
             send_alert(c, fd);
         unlock(c);
+        data = nothing;
+        len = 0;
         if (step == FASTTLS_ERROR)
             return step;
         status = flush(c, fd, timeout_ms, deadline, &left);
@@ -329,7 +384,7 @@ int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms)
             return status;
         if (left)
             return FASTTLS_WANT_WRITE; /* non-blocking: the flight waits in c->out */
-        status = receive_wait(c, fd, timeout_ms, deadline);
+        status = receive_wait(c, fd, timeout_ms, deadline, &data, &len);
         if (status != FASTTLS_OK)
             return status;
     }
