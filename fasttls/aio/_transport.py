@@ -231,8 +231,8 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
 
     def _peer_closed(self) -> None:
         """The peer's close_notify: the protocol hears eof_received, then both ends close
-        (keeping the connection half open is not possible with TLS, as with sslproto)."""
-        self._open = False
+        (keeping the connection half open is not possible with TLS, as with sslproto). The
+        protocol may still write from eof_received(): that leaves before our close_notify."""
         try:
             if self._protocol.eof_received():
                 logger.warning("returning true from eof_received() has no effect when "
@@ -240,6 +240,7 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
         except Exception as exc:
             self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
             return
+        self._open = False
         self._shutdown()
 
     def _lower_eof(self) -> None:
@@ -252,12 +253,12 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
                                                         "handshake"))
             return
         if self._open:
-            self._open = False
             try:
-                self._protocol.eof_received()
+                self._protocol.eof_received()  # may still write, as with sslproto
             except Exception as exc:
                 self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
                 return
+            self._open = False
         self._close_lower(None)
 
     def _receive_closing(self, data) -> None:
@@ -345,6 +346,9 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
             self._adapter._remember_session()
             self._send_raw(tls.close())
         if tls.state is State.CLOSING:  # wait for the peer's close_notify
+            if self._paused:  # pause_reading() stops delivery, not the shutdown's reading
+                self._paused = False
+                self._resume_lower()
             self._cancel_timer()
             self._timer = self._loop.call_later(self._shutdown_timeout, self._shutdown_timed_out)
             if tls.pending_input:
