@@ -20,10 +20,11 @@ class _Lower(asyncio.Protocol):
     __slots__ = ("tls",)
 
     def __init__(self, tls: "SSLLayeredTransport") -> None:
-        self.tls = tls
+        self.tls: Optional[SSLLayeredTransport] = tls
 
     def connection_made(self, transport) -> None:
-        self.tls._lower_made(transport)
+        if self.tls is not None:
+            self.tls._lower_made(transport)
 
     def data_received(self, data: bytes) -> None:
         """The hot path: one engine call, one call into the application's protocol."""

@@ -39,7 +39,7 @@ def _timeouts(kwargs: Dict[str, Any]) -> Dict[str, Any]:
 # ---- selector loops ----
 
 _SELECTOR = selector_events.BaseSelectorEventLoop
-_ORIGINAL_MAKE_SSL_TRANSPORT = _SELECTOR._make_ssl_transport
+_ORIGINAL_MAKE_SSL_TRANSPORT = _SELECTOR._make_ssl_transport  # type: ignore[attr-defined]
 _ORIGINAL_START_TLS = asyncio.BaseEventLoop.start_tls
 
 

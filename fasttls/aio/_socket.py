@@ -45,7 +45,7 @@ class SSLSocketTransport(SSLTransport):
         self._queued = 0
         self._writer = False        # the loop watches for writability
         self._close_when_sent = False
-        base_events._set_nodelay(sock)  # small writes leave at once, as with asyncio's own
+        base_events._set_nodelay(sock)  # type: ignore[attr-defined]  # small writes leave at once, as with asyncio's own
         loop._transports[self._fd] = self  # the loop refuses add_reader() on a transport's fd
         loop.call_soon(self._connect)
 

@@ -19,7 +19,7 @@ import inspect
 import logging
 import ssl
 from asyncio import constants, transports
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Optional
 
 from fasttls._errors import SSLError
 from fasttls._tls import State
@@ -62,6 +62,12 @@ def default_context(server_side: bool, server_hostname: Optional[str]) -> ssl.SS
 
 class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
     """A TLS connection as an asyncio transport. See the module docstring."""
+
+    # Set by asyncio's base classes (private there, so typeshed does not declare them).
+    _loop: Any
+    _extra: Dict[str, Any]
+    _maybe_pause_protocol: Callable[[], None]
+    _maybe_resume_protocol: Callable[[], None]
 
     # As sslproto's transport: TLS inside this one is possible; sendfile() falls back to
     # reading and writing (the file's bytes must be encrypted).
@@ -479,7 +485,8 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
 
 
 # asyncio.Server counts its connections (for wait_closed); from 3.13 it also names them.
-_SERVER_NAMES_TRANSPORTS = len(inspect.signature(asyncio.base_events.Server._attach).parameters) > 1
+_SERVER_NAMES_TRANSPORTS = len(inspect.signature(
+    asyncio.base_events.Server._attach).parameters) > 1  # type: ignore[attr-defined]
 
 
 def _attach(server, transport) -> None:
