@@ -339,12 +339,14 @@ static int fasttls_conn_init_inner(fasttls_conn *c, SSL_CTX *ctx, int server)
 void fasttls_conn_release(fasttls_conn *c)
 {
     unlink_live(c);
-    /* OpenSSL marks the session of a connection freed without close_notify not resumable, which
-     * spoils it for the application that took it (TLS.session, set_session) and the client
-     * session cache: most clients close without close_notify. CPython marks its connections
-     * shut down before freeing them for the same reason; so does fasttls. */
+    /* A connection dropped without close_notify (the common case: most clients just close)
+     * must not evict its session from the server's cache, nor invalidate a client's: OpenSSL
+     * does that in SSL_free unless our close_notify counts as sent, so it is marked sent, as
+     * the stdlib's _ssl does. A connection that failed was evicted when its fatal alert was
+     * made. */
     if (c->ssl != NULL)
         SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
+    fasttls_io_release(c);
     SSL_free(c->ssl);
     c->ssl = NULL;
     c->first_ctx = NULL;

@@ -6,18 +6,24 @@
 #ifndef FASTTLS_ENGINE_H
 #define FASTTLS_ENGINE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <openssl/ssl.h>
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 4
+#define FASTTLS_ABI 5
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
 #define FASTTLS_ERROR (-1)      /* fatal: see ssl_error, err_code, verify_* */
 #define FASTTLS_CLOSED (-2)     /* the peer sent close_notify */
 #define FASTTLS_WANT_READ (-3)  /* the handshake needs more ciphertext from the peer */
+/* Statuses of the socket operations (fasttls_recv, fasttls_send, fasttls_handshake_fd). */
+#define FASTTLS_WANT_WRITE (-4) /* the socket would block on send: c->out keeps what is unsent */
+#define FASTTLS_EOF (-5)        /* recv() returned 0: the transport ended (no close_notify) */
+#define FASTTLS_IO_ERROR (-6)   /* a system call failed: c->io_errno */
+#define FASTTLS_TIMEOUT (-7)    /* timeout_ms elapsed */
 
 typedef struct fasttls_conn {
     SSL *ssl;
@@ -37,6 +43,8 @@ typedef struct fasttls_conn {
     /* Received ciphertext not yet consumed (e.g. data that came with the last handshake
      * flight): the next fasttls_read decrypts it. */
     size_t held_len;
+    /* The errno of the system call behind the last FASTTLS_IO_ERROR. */
+    int io_errno;
     /* Private. */
     size_t out_cap, plain_cap;
     const unsigned char *in_ptr;  /* input being consumed during one call */
@@ -53,6 +61,10 @@ typedef struct fasttls_conn {
     int in_step;
     int lock_io;
     int pha;                      /* post-handshake authentication enabled or requested */
+    /* Full duplex (fasttls_io.c): io_mutex, initialised by fasttls_conn_enable_duplex, guards
+     * the SSL object and `out` in the socket operations. */
+    int duplex;
+    pthread_mutex_t io_mutex;
     /* The buffer addresses the Python side was last given (fasttls_py_read/_py_write). */
     char *plain_told, *out_told;
     /* Interpreter exit (fasttls_conn.c, "in flight"): engine calls running on this connection,
@@ -109,6 +121,32 @@ ptrdiff_t fasttls_write(fasttls_conn *c, const unsigned char *data, size_t len);
 int fasttls_shutdown(fasttls_conn *c);
 void fasttls_conn_release_buffers(fasttls_conn *c);
 
+/* Socket I/O inside the engine (fasttls_io.c): one call does the system calls and the TLS work.
+ * timeout_ms: 0 never blocks, -1 waits forever, else waits up to that long in all. EINTR comes
+ * back as FASTTLS_IO_ERROR with io_errno EINTR, for the caller to run its signal handlers and
+ * retry. c->out holds exactly the ciphertext not yet sent between calls.
+ *
+ * fasttls_recv: receive once into the connection's own input buffer and decrypt every complete
+ * record: the plaintext length (in c->plain, as fasttls_read), or FASTTLS_WANT_READ (nothing
+ * complete yet: only with timeout_ms == 0, which also means "would block"), CLOSED, EOF, ERROR,
+ * IO_ERROR, TIMEOUT. With timeout_ms != 0 it receives until some plaintext or a status comes.
+ * What reading produced for the peer (KeyUpdate reply, alert) is sent at once if the socket
+ * takes it, else it waits in c->out.
+ * fasttls_send: encrypt all of data behind what is still unsent, send as much as the socket
+ * takes (with timeout_ms != 0: all of it, waiting up to the deadline): the ciphertext bytes
+ * still unsent (0: all went), or ERROR, IO_ERROR, TIMEOUT. len == 0: only flush.
+ * fasttls_handshake_fd: handshake steps doing their own I/O until done, or until the socket
+ * would block (timeout_ms == 0) or the deadline: OK, WANT_READ, WANT_WRITE, ERROR, EOF,
+ * IO_ERROR, TIMEOUT.
+ * fasttls_conn_enable_duplex: one reader and one writer thread may then use these on one
+ * connection at once; other calls on it go between fasttls_conn_lock and fasttls_conn_unlock. */
+ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms);
+ptrdiff_t fasttls_send(fasttls_conn *c, int fd, const unsigned char *data, size_t len,
+                       int timeout_ms);
+int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms);
+int fasttls_conn_enable_duplex(fasttls_conn *c);
+void fasttls_conn_lock(fasttls_conn *c);
+void fasttls_conn_unlock(fasttls_conn *c);
 /* The Python side's read and write: fasttls_read and fasttls_write, but a result that needs more
  * than "n bytes at the address you know" comes back as FASTTLS_LOOK, so the fast path reads no
  * field of the struct. For fasttls_py_read: the plaintext buffer moved (plain is the new one,

@@ -5,7 +5,8 @@
  *   fasttls_bio.c   the connection BIO, its buffers, feeding input to the SSL object
  *   fasttls_conn.c  connections: creation, handshake, read, write, shutdown, in-flight counting
  *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
- *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed */
+ *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
+ *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
 
@@ -51,6 +52,11 @@ FASTTLS_INTERNAL int fasttls_reserve(char **buf, size_t *cap, size_t need);
 FASTTLS_INTERNAL void fasttls_shrink(char **buf, size_t *cap, size_t len);
 FASTTLS_INTERNAL int fasttls_feed(fasttls_conn *c, const unsigned char *data, size_t len);
 FASTTLS_INTERNAL int fasttls_keep_rest(fasttls_conn *c);
+
+/* ---- fasttls_io.c ---- */
+
+/* Called by fasttls_conn_release: the duplex mutex, if any. */
+FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 
 /* ---- fasttls_ctx.c ---- */
 

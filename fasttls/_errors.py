@@ -153,6 +153,15 @@ class _RaiseWhenCollected:
         raise self.exc
 
 
+def transport_eof() -> SSLEOFError:
+    """The transport ended without close_notify (truncation), worded as the stdlib words it
+    (anyio and trio match the reason)."""
+    error = SSLEOFError(ssl.SSL_ERROR_EOF,
+                        "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol")
+    error.library, error.reason = "SSL", "UNEXPECTED_EOF_WHILE_READING"
+    return error
+
+
 def report_unraisable(exc: BaseException) -> None:
     """Report an exception of a callback that cannot raise into its caller (it runs inside an
     engine call) to sys.unraisablehook, as the stdlib reports those of its callbacks."""

@@ -32,6 +32,8 @@ nothing already decrypted can be lost between layers (an adapter whose send fail
 gives the plaintext back with `unread()`).
 """
 import enum
+import errno
+import os
 import socket
 import ssl
 import sys
@@ -42,9 +44,10 @@ from fasttls._binding import ffi, lib
 from fasttls._certificate import Certificate
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
-from fasttls._errors import SSLError, SSLZeroReturnError, error_from_conn, error_from_queue
+from fasttls._errors import (SSLError, SSLZeroReturnError, error_from_conn, error_from_queue,
+                             transport_eof)
 
-__all__ = ["TLS", "Session", "newtls"]
+__all__ = ["TLS", "Session", "newtls", "socket_timeout_ms"]
 
 _OK = lib.FASTTLS_OK
 _CLOSED = lib.FASTTLS_CLOSED
@@ -59,8 +62,20 @@ _WHOLE = sys.maxsize
 _engine_read = lib.fasttls_py_read
 _engine_write = lib.fasttls_py_write
 _from_buffer = ffi.from_buffer
+# The socket operations (see "socket I/O inside the engine" below).
+_engine_recv = lib.fasttls_recv
+_engine_send = lib.fasttls_send
+_WANT_READ = lib.FASTTLS_WANT_READ
+_WANT_WRITE = lib.FASTTLS_WANT_WRITE
+_EOF = lib.FASTTLS_EOF
+_IO_ERROR = lib.FASTTLS_IO_ERROR
+_TIMEOUT = lib.FASTTLS_TIMEOUT
 
 # Input: bytes go to C as they are (no copy); other buffers through ffi.from_buffer (no copy).
+# _release_input: an operation that raises drops its from_buffer cdata first. The exception's
+# traceback keeps the raising frame, and the frame would keep the cdata, which holds an export
+# of the caller's memoryview; in that cycle the garbage collector may clear the memoryview
+# before the cdata releases it, and the release then touches freed memory (a crash).
 Buffer = Union[bytes, bytearray, memoryview]
 
 
@@ -201,7 +216,7 @@ class TLS:
 
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
-                 "_eof_returned", "_callback_error", "_post_handshake_auth", "owner", "transport",
+                 "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
                  "_release", "_plain", "_out", "_read_output", "_sni_listed", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
@@ -246,7 +261,7 @@ class TLS:
         # A read produced bytes to send (a KeyUpdate reply): `pending_output` without a look at
         # the engine, for the stdlib adapter's fast read. write() and _take_output clear it.
         self._read_output = False
-        self.owner: Any = None  # free for the application (the stdlib adapter: a weakref to itself)
+        self._owner: Any = None  # see `owner`
         self.transport: Any = None  # the socket the helpers use for this connection
         self._post_handshake_auth = False
         self._apply_verify_mode()
@@ -254,6 +269,18 @@ class TLS:
             self.set_hostname(hostname)
         if session is not None:
             self.set_session(session)
+
+    @property
+    def owner(self) -> Any:
+        """Free for the application (the stdlib adapter keeps itself here). Held weakly, as the
+        stdlib's SSLObject holds its owner: an object that owns this connection and is named
+        here is not kept alive by the cycle (a context would otherwise live until the cyclic
+        garbage collector runs)."""
+        return self._owner() if self._owner is not None else None
+
+    @owner.setter
+    def owner(self, value: Any) -> None:
+        self._owner = weakref.ref(value) if value is not None else None
 
     def set_hostname(self, hostname: Optional[str]) -> None:
         """The server's name: sent as SNI (if a DNS name) and checked against its certificate.
@@ -359,15 +386,11 @@ class TLS:
             if not self._done:
                 raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
             return self._take_output()
-        if not self._started:
-            self._check_start()
-            self._started = True
-        if self._server and not self._sni_listed and self._context._sni_callback is not None:
-            _servers_by_conn[_address(self._conn)] = self  # for fasttls_on_server_name
-            self._sni_listed = True
+        self._before_step()
         if type(data) is not bytes:
             data = ffi.from_buffer(data)
         status = lib.fasttls_handshake(self._conn, data, len(data))
+        del data  # see _release_input
         if status == _ERROR:
             error = self._failure()
             if self._callback_error is not None:
@@ -411,6 +434,7 @@ class TLS:
                 self._readable = False
                 return self._take(size)
             return b""
+        del data  # see _release_input
         return self._read_ended(n, size)
 
     def _look(self) -> int:
@@ -448,6 +472,7 @@ class TLS:
                 self._buffer = self._buffer[self._offset:] + self._plain[:n]
                 self._offset = 0
             elif n < 0:
+                del data  # see _release_input
                 self._buffer = self._buffer[self._offset:]
                 self._offset = 0
                 self._read_ended(n, 0)
@@ -525,6 +550,7 @@ class TLS:
         if n == _LOOK:
             self._out = _buffer(self._conn.out, _WHOLE)
             return self._take_output()
+        del data  # see _release_input
         raise self._failure()
 
     def _refuse_write(self):
@@ -561,6 +587,16 @@ class TLS:
         self.close()
 
     # ---- internals ----
+
+    def _before_step(self) -> None:
+        """Before a handshake step: the first one's checks; a server whose context has an
+        sni_callback (now: it may be set after the connection was made) is listed for it."""
+        if not self._started:
+            self._check_start()
+            self._started = True
+        if self._server and not self._sni_listed and self._context._sni_callback is not None:
+            _servers_by_conn[_address(self._conn)] = self  # for fasttls_on_server_name
+            self._sni_listed = True
 
     def _check_start(self) -> None:
         ctx = self._context
@@ -601,6 +637,137 @@ class TLS:
     def release_buffers(self) -> None:
         """Free the record buffers of an idle connection; they come back when needed."""
         lib.fasttls_conn_release_buffers(self._conn)
+
+    # ---- socket I/O inside the engine ----
+    #
+    # The same operations over a socket's file descriptor, the system calls made by the engine
+    # in the same C call as the TLS work (GIL released): one crossing per operation, no receive
+    # buffer allocated per call. timeout_ms: 0 never blocks, -1 waits forever, else the most
+    # the whole call may wait (a socket's gettimeout() in ms). The state, the plaintext buffer
+    # and the pending error are those of read()/write()/handshake(); the two sets may be mixed
+    # on one connection. Ciphertext the socket did not take waits in the engine (`unsent`) and
+    # leaves first with the next send_to(). A failure's alert is sent by the engine if the
+    # socket takes it at once, and is on the exception (exc.alert) all the same, as with the
+    # memory operations: callers must not send it again.
+
+    def recv_from(self, fd: int, timeout_ms: int = 0, size: int = -1) -> Optional[bytes]:
+        """Receive and decrypt: plaintext (at most `size` bytes if size > 0, the rest kept as
+        read() keeps it); None if nothing complete arrived (only with timeout_ms == 0: it would
+        block); b"" once the peer's close_notify came. A transport EOF without close_notify
+        raises SSLEOFError, a system call's failure OSError, an expired timeout
+        socket.timeout; TLS failures raise as read() does."""
+        if not self._readable:
+            return self._recv_slow(fd, timeout_ms, size)
+        conn = self._conn
+        n = _engine_recv(conn, fd, timeout_ms)
+        if n > 0:
+            if size < 0 or n <= size:
+                return _unpack(conn.plain, n)
+            self._buffer = _unpack(conn.plain, n)
+            self._readable = False
+            return self._take(size)
+        return self._recv_ended(n, fd, timeout_ms, size)
+
+    def _recv_slow(self, fd: int, timeout_ms: int, size: int) -> Optional[bytes]:
+        """Buffered plaintext first, then an error waiting; the end; or not open for reading."""
+        if self._offset >= len(self._buffer) and self._pending_error is None and (
+                self._state is State.OPEN or self._state is State.CLOSING):
+            self._readable = True  # the buffer was drained by unread(b"") or size=0
+            return self.recv_from(fd, timeout_ms, size)
+        return self._read_buffered(b"", size)
+
+    def _recv_ended(self, status: int, fd: int, timeout_ms: int, size: int) -> Optional[bytes]:
+        if status == _WANT_READ:
+            return None
+        if status == _CLOSED or status == _ERROR:
+            chunk = self._read_ended(status, size)
+            if not chunk and status == _CLOSED:
+                self._eof_returned = True
+            return chunk
+        if status == _EOF:
+            raise transport_eof()
+        if status == _IO_ERROR and self._conn.io_errno == errno.EINTR:
+            return self.recv_from(fd, timeout_ms, size)  # signal handlers ran (PEP 475)
+        raise self._io_failure(status, "read")
+
+    def send_to(self, fd: int, data: Buffer = b"", timeout_ms: int = 0) -> int:
+        """Encrypt `data` (none: only flush) behind what is still unsent and send: the
+        ciphertext bytes the socket did not take yet (0: everything went). Raises as write()
+        does, and as recv_from() for the socket."""
+        if not self._writable:
+            if data:
+                self._refuse_write()
+            data = b""
+        elif type(data) is not bytes:
+            data = _from_buffer(data)
+        n = _engine_send(self._conn, fd, data, len(data), timeout_ms)
+        if n >= 0:
+            return n
+        if n == _IO_ERROR and self._conn.io_errno == errno.EINTR:
+            return self.send_to(fd, b"", timeout_ms)  # what it encrypted waits in the engine
+        if n == _ERROR:
+            raise self._failure()
+        raise self._io_failure(n, "write")
+
+    @property
+    def unsent(self) -> int:
+        """Ciphertext bytes waiting in the engine for the socket (send_to() sends them first)."""
+        return self._conn.out_len
+
+    def handshake_on(self, fd: int, timeout_ms: int = 0) -> bool:
+        """Run the handshake over `fd`: True once done; False if the socket would block (only
+        with timeout_ms == 0; `wants_write` says which way). Raises as handshake() does, and as
+        recv_from() for the socket (a transport EOF: SSLEOFError)."""
+        state = self._state
+        if state is not State.HANDSHAKING:
+            if state is State.BROKEN:
+                raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+            if not self._done:
+                raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+            return True
+        self._before_step()
+        while True:
+            status = lib.fasttls_handshake_fd(self._conn, fd, timeout_ms)
+            if status == _OK:
+                self._done = True
+                self._set_state(State.OPEN)
+                return True
+            if status == _WANT_READ or status == _WANT_WRITE:
+                return False
+            if status == _ERROR:
+                error = self._failure()
+                if self._callback_error is not None:
+                    callback_error, self._callback_error = self._callback_error, None
+                    callback_error.alert = error.alert  # type: ignore[attr-defined]
+                    raise callback_error
+                raise error
+            if status == _EOF:
+                raise transport_eof()
+            if status != _IO_ERROR or self._conn.io_errno != errno.EINTR:
+                raise self._io_failure(status, "handshake")
+
+    @property
+    def wants_write(self) -> bool:
+        """After handshake_on() returned False: True if it waits for the socket to take its
+        flight (poll for writing), False if for the peer's (poll for reading)."""
+        return self._conn.out_len > 0
+
+    def enable_duplex(self) -> "EngineLock":
+        """Let one reader thread (recv_from) and one writer thread (send_to) use this
+        connection at once: those two take the engine's lock themselves, only around the TLS
+        work, never while waiting on the socket. Every other call that runs the engine (read,
+        write, close, verify_client_post_handshake, ...) must then hold the returned lock."""
+        if not lib.fasttls_conn_enable_duplex(self._conn):
+            raise MemoryError("cannot create the connection's lock")
+        return EngineLock(self._conn)
+
+    def _io_failure(self, status: int, operation: str) -> OSError:
+        if status == _TIMEOUT:
+            return socket.timeout(f"The {operation} operation timed out")
+        if status == _IO_ERROR:
+            code = self._conn.io_errno
+            return OSError(code, os.strerror(code))
+        return SSLError(ssl.SSL_ERROR_SSL, f"unexpected engine status {status}")
 
     # ---- information ----
 
@@ -693,6 +860,34 @@ class TLS:
         if self._context._openssl_verify_mode(self._server) == lib.SSL_VERIFY_NONE:
             return {}
         return certificate_dict(x509)
+
+
+class EngineLock:
+    """The engine's lock of a full-duplex connection (TLS.enable_duplex), as a context
+    manager. Waiting for it releases the GIL (a cffi call), so a thread holding it inside the
+    engine can always finish."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        lib.fasttls_conn_lock(self._conn)
+
+    def __exit__(self, *exc_info) -> None:
+        lib.fasttls_conn_unlock(self._conn)
+
+
+def socket_timeout_ms(sock: socket.socket) -> int:
+    """A socket's timeout as the socket operations take it: -1 for none (blocking), 0 for a
+    non-blocking socket, else milliseconds (rounded up: 0 would mean "never wait")."""
+    timeout = sock.gettimeout()
+    if timeout is None:
+        return -1
+    if timeout <= 0:
+        return 0
+    return min(int(timeout * 1000) + 1, 0x7FFFFFFF)
 
 
 def newtls(method: str, ctx: Context, hostname: Optional[str] = None,

@@ -16,14 +16,20 @@ for line, while fixing its weaknesses (see docs/API.md):
   object owns it), so nothing is lost between them, nor when sending a reply fails;
 * ``closefunc`` sends close_notify;
 * the socket's timeout is honoured: a stalled peer raises the socket's ``TimeoutError``.
+
+Each operation is one call into the engine, which does the socket's system calls itself with
+the TLS work (``TLS.recv_from``, ``send_to``, ``handshake_on``): no receive buffer is allocated
+per call, and alerts and KeyUpdate replies leave from inside the engine.
 """
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ._errors import SSLEOFError, SSLError
+from ._errors import SSLEOFError
+from ._tls import socket_timeout_ms
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._tls import TLS
@@ -50,66 +56,42 @@ def _eof(message: str, truncated: bool = True) -> SSLEOFError:
     return exc
 
 
-def _send_alert(sock: socket.socket, error: SSLError) -> None:
-    """The fatal alert OpenSSL produced, sent before the error is raised (RFC 8446 §5.2)."""
-    alert = getattr(error, "alert", b"")
-    if alert:
-        try:
-            sock.sendall(alert)
-        except OSError:
-            pass  # a courtesy to the peer; the error is what matters
-
-
 def _handshake(tls: TLS) -> None:
+    """The whole handshake in the engine, which sends every flight itself (the one completing
+    the handshake and TLS 1.3 session tickets included)."""
     if tls.finished():
         return
     sock = tls.transport
     try:
-        out = tls.handshake()
-        while True:
-            if out:
-                sock.sendall(out)
-            if tls.finished():
-                break
-            data = sock.recv(RECV_SIZE)
-            if not data:
-                raise _eof("connection closed during the handshake")
-            out = tls.handshake(data)
-    except SSLError as exc:
-        _send_alert(sock, exc)
-        raise
-    if tls.pending_output:  # e.g. TLS 1.3 session tickets not yet handed out
-        try:
-            sock.sendall(tls.write())
-        except (BrokenPipeError, ConnectionResetError):
-            # A TLS 1.3 client that closes right after the handshake never reads its tickets;
-            # OpenSSL itself tolerates EPIPE on the ticket write. The next read reports the end.
-            pass
+        if not tls.handshake_on(sock.fileno(), socket_timeout_ms(sock)):
+            raise BlockingIOError(errno.EAGAIN, "the socket is non-blocking")
+    except SSLEOFError as exc:
+        raise _eof("connection closed during the handshake") from exc
 
 
-def _pull(tls: TLS) -> bool:
-    """Decrypt more plaintext into the connection's buffer (`tls.pending`), blocking on the
-    socket only when nothing new is decrypted. False once the peer has sent close_notify;
-    SSLEOFError if the transport ended without close_notify. Output produced while reading (a
-    KeyUpdate reply, an alert) is sent at once; if sending fails, the plaintext stays buffered."""
+def _receive(tls: TLS, size: int = -1) -> bytes:
+    """Plaintext: what is buffered, else one engine call that receives and decrypts (at most
+    `size` bytes, the rest staying buffered); b"" once the peer has sent close_notify.
+    SSLEOFError if the transport ended without it. Output produced while reading (a KeyUpdate
+    reply) leaves at once; if the socket cannot take it now, it is sent before returning."""
+    if tls.pending:
+        return tls.read(b"", size)
     sock = tls.transport
-    before = tls.pending
-    data = b""  # ciphertext fed earlier (e.g. with the last handshake flight) may hold records
-    while True:
+    timeout = socket_timeout_ms(sock)
+    try:
+        data = tls.recv_from(sock.fileno(), timeout, size)
+    except SSLEOFError as exc:
+        raise _eof("connection closed without close_notify (truncated)") from exc
+    if tls.unsent:
         try:
-            tls.read(data, 0)
-        except SSLError as exc:
-            _send_alert(sock, exc)
+            tls.send_to(sock.fileno(), b"", timeout)
+        except BaseException:
+            if data:
+                tls.unread(data)  # decrypted is never dropped
             raise
-        if tls.pending_output:
-            sock.sendall(tls.write())
-        if tls.pending > before:
-            return True
-        if tls.eof:
-            return False
-        data = sock.recv(RECV_SIZE)
-        if not data:
-            raise _eof("connection closed without close_notify (truncated)")
+    if data is None:  # a non-blocking socket with nothing complete yet
+        raise BlockingIOError(errno.EAGAIN, "no complete record yet")
+    return data
 
 
 def _attach(sock: socket.socket, tls: TLS) -> TLS:
@@ -147,26 +129,33 @@ def readfunc(sock: socket.socket, tls: TLS) -> Callable[[Optional[int]], bytes]:
 
     def read(sz: Optional[int] = None) -> bytes:
         if sz is None:
-            if not tls.pending and not _pull(tls):
-                return b""
-            return tls.read()
+            return _receive(tls)
         if sz < 0:
             raise ValueError("sz must be >= 0")
-        while tls.pending < sz:
+        chunks = []
+        got = 0
+        while got < sz:
             try:
-                more = _pull(tls)
+                chunk = _receive(tls, sz - got)
             except SSLEOFError as exc:
+                tls.unread(b"".join(chunks))  # what arrived stays buffered
                 raise _eof(
                     f"connection closed without close_notify (truncated): "
                     f"{tls.pending} of {sz} bytes arrived"
                 ) from exc
-            if not more:
+            except BaseException:
+                tls.unread(b"".join(chunks))
+                raise
+            if not chunk:
+                tls.unread(b"".join(chunks))
                 raise _eof(
                     f"peer closed the connection (close_notify): {tls.pending} of {sz} bytes "
                     "arrived",
                     truncated=False,
                 )
-        return tls.read(b"", sz)
+            chunks.append(chunk)
+            got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     return read
 
@@ -176,9 +165,10 @@ def writefunc(sock: socket.socket, tls: TLS) -> Callable[[bytes], None]:
     _attach(sock, tls)
 
     def write(data: bytes) -> None:
-        out = tls.write(data)
-        if out:
-            tls.transport.sendall(out)
+        # One engine call: encrypted behind anything pending, and sent. On a non-blocking
+        # socket what it does not take waits in the engine and leaves first next time.
+        sock = tls.transport
+        tls.send_to(sock.fileno(), data, socket_timeout_ms(sock))
 
     return write
 
@@ -189,9 +179,17 @@ def readallfunc(sock: socket.socket, tls: TLS) -> Callable[[], bytes]:
     _attach(sock, tls)
 
     def readall() -> bytes:
-        while _pull(tls):
-            pass
-        return tls.read()
+        chunks = []
+        try:
+            while True:
+                chunk = _receive(tls)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except BaseException:
+            tls.unread(b"".join(chunks))  # nothing is lost: a later read returns it
+            raise
+        return b"".join(chunks)
 
     return readall
 

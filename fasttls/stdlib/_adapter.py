@@ -31,11 +31,11 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Optional
 
-from fasttls._errors import SSLEOFError, SSLError
-from fasttls._tls import TLS, Session, State
+from fasttls._errors import SSLError, SSLZeroReturnError, transport_eof
+from fasttls._tls import TLS, Session, State, socket_timeout_ms
 
 from ._transports import WANT_READ as _WANT_READ
-from ._transports import BIOTransport, SocketTransport
+from ._transports import BIOTransport, SocketTransport, want_read, want_write
 
 _protocol_of = _ssl._SSLContext.protocol.__get__  # type: ignore[attr-defined]  # a C getset
 
@@ -44,12 +44,8 @@ _protocol_of = _ssl._SSLContext.protocol.__get__  # type: ignore[attr-defined]  
 NONBLOCKING_CHUNK = 16 * 1024
 
 
-def eof_error() -> SSLEOFError:
-    """Truncation, worded as the stdlib words it (anyio and trio match the reason)."""
-    error = SSLEOFError(ssl.SSL_ERROR_EOF,
-                        "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol")
-    error.library, error.reason = "SSL", "UNEXPECTED_EOF_WHILE_READING"
-    return error
+# Truncation, worded as the stdlib words it (anyio and trio match the reason).
+eof_error = transport_eof
 
 
 _READING = "another thread is already reading from this connection"
@@ -114,10 +110,7 @@ class SSLObjectAdapter:
         self._owner = weakref.ref(owner) if owner is not None else None
         self._tls = TLS("server" if server_side else "client", context._fasttls,
                         None if server_side else server_hostname)
-        # Weakly: a strong reference back would make every connection a reference cycle, freed
-        # only by the garbage collector (its collections were most of what creating and
-        # dropping an SSLObject cost).
-        self._tls.owner = weakref.ref(self)
+        self._tls.owner = self  # held weakly (TLS.owner): no reference cycle
         if context.post_handshake_auth:
             self._tls.enable_post_handshake_auth()
         self._session_key: Any = None
@@ -220,6 +213,11 @@ class SSLObjectAdapter:
             state = tls.state
             if state is not State.OPEN and state is not State.CLOSING:
                 tls.read()  # the error waiting, or the end (eof_returned)
+                if state is State.CLOSED and tls.finished():
+                    # Both close_notify alerts, ours first or second: as the stdlib, reading
+                    # past the end then raises (b"" is only for the peer's close_notify alone).
+                    raise SSLZeroReturnError(ssl.SSL_ERROR_ZERO_RETURN,
+                                             "TLS/SSL connection has been closed (EOF)")
                 return b""
             if tls.pending_input:
                 data = b""
@@ -482,24 +480,85 @@ class SSLObject(ssl.SSLObject):
 
 class SSLSocketAdapter(SSLObjectAdapter):
     """The adapter of an SSLSocket: the same, made safe for one reader and one writer thread
-    at once (see the module docstring), with bounded non-blocking writes."""
+    at once (see the module docstring), with bounded non-blocking writes.
+
+    The engine does the socket's system calls itself (TLS.recv_from, send_to, handshake_on),
+    in the same C call as the TLS work, with the socket's timeout: one crossing per operation
+    and no receive buffer allocated per call. For full duplex the connection's engine lock is
+    the engine's own (TLS.enable_duplex): recv_from and send_to take it only around the TLS
+    work, never while blocked in recv(), send() or poll(), so a reader blocked on the socket
+    never stops a writer, nor the other way round; the rest of the adapter's engine calls
+    (`_engine`) hold the same lock. Ciphertext the socket did not take waits in the engine,
+    and whichever thread sends next sends it first, so records leave in order."""
 
     __slots__ = ()
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._engine = self._tls.enable_duplex()
+
+    def do_handshake(self) -> None:
+        tls = self._tls
+        if tls.finished():
+            return
+        if tls.state is not State.HANDSHAKING:
+            raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+        with _Claim(self._receiving, _READING), _Claim(self._sending, _WRITING):
+            if not tls._started and not tls.server_side:
+                self._resume_from_cache()
+            sock = self._transport.sock
+            try:
+                done = tls.handshake_on(sock.fileno(), socket_timeout_ms(sock))
+            except ConnectionResetError:
+                raise eof_error() from None  # as an EOF (see SocketTransport.receive)
+            if not done:
+                raise want_write() if tls.wants_write else want_read()
+            self._remember_session()
+
     def read(self, size: int = 1024, buffer=None):
-        if not self._tls.finished():
+        """Up to `size` bytes of plaintext (into `buffer` if given: returns the count); b""
+        after the peer's close_notify. One engine call receives and decrypts."""
+        tls = self._tls
+        if not tls.finished():
             self.do_handshake()  # takes both directions itself
+        if buffer is not None:
+            view = buffer if type(buffer) is bytearray else memoryview(buffer).cast("B")
+            if size <= 0 or size > len(view):
+                size = len(view)
+                if not size:
+                    return 0
+        elif size <= 0:
+            if size < 0:
+                raise ValueError("size should not be negative")
+            return b""
         receiving = self._receiving
         if not receiving.acquire(False):
             raise _conflict(_READING)
         try:
-            return super().read(size, buffer)
+            sock = self._transport.sock
+            try:
+                plaintext = tls.recv_from(sock.fileno(), socket_timeout_ms(sock), size)
+            except ConnectionResetError:
+                # As an EOF: the stdlib reports truncation when a TLS 1.3 client resets the
+                # connection with its session tickets unread.
+                raise eof_error() from None
+            if plaintext is None:
+                raise want_read()
+            if tls.unsent:  # a KeyUpdate reply the socket could not take at once
+                try:
+                    self._flush_pending()
+                except BaseException:
+                    tls.unread(plaintext)  # decrypted is never dropped
+                    raise
+            if plaintext and self._session_key is not None:
+                self._remember_session()  # TLS 1.3 tickets arrive before the data
         finally:
             receiving.release()
-
-    def _decrypt(self, data: bytes, size: int) -> bytes:
-        with self._engine:
-            return self._tls.read(data, size)
+        if buffer is None:
+            return plaintext
+        n = len(plaintext)
+        view[:n] = plaintext
+        return n
 
     def write(self, data) -> int:
         """Encrypt and send `data`; the count of plaintext bytes sent. A non-blocking socket
@@ -512,37 +571,35 @@ class SSLSocketAdapter(SSLObjectAdapter):
         if not sending.acquire(False):
             raise _conflict(_WRITING)
         try:
-            transport = self._transport
+            sock = self._transport.sock
+            fd, timeout = sock.fileno(), socket_timeout_ms(sock)
             if self._write_in_flight:
                 with self._output:
-                    transport.flush()  # want-write again if the socket still cannot take it
+                    if tls.send_to(fd, b"", timeout):
+                        raise want_write()  # the socket still cannot take it
                 done, self._write_in_flight = self._write_in_flight, 0
                 return done
             kind = type(data)
             size = len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
-            if size > NONBLOCKING_CHUNK and not transport.takes_everything:
+            if size > NONBLOCKING_CHUNK and timeout == 0:
                 data = memoryview(data).cast("B")[:NONBLOCKING_CHUNK]
                 size = NONBLOCKING_CHUNK
             with self._output:
-                with self._engine:
-                    out = tls.write(data)
                 self._write_in_flight = size
-                transport.send(out)
+                if tls.send_to(fd, data, timeout):
+                    raise want_write()  # non-blocking: the rest waits in the engine
                 self._write_in_flight = 0
-            if tls.pending_output:
-                self._flush_pending()
             return size
         finally:
             sending.release()
 
     def _flush_pending(self) -> None:
-        """Send what the engine produced outside a write (a KeyUpdate reply), unless a writer
-        is sending: it sends this after its own records (see `write`)."""
-        while self._tls.pending_output and self._output.acquire(False):
+        """Send what the engine produced outside a write (a KeyUpdate reply) and the socket
+        did not take at once, unless a writer is sending: it sends this after its own."""
+        if self._output.acquire(False):
             try:
-                with self._engine:
-                    out = self._tls.write()
-                self._transport.send(out)
+                sock = self._transport.sock
+                self._tls.send_to(sock.fileno(), b"", socket_timeout_ms(sock))
             finally:
                 self._output.release()
 

@@ -358,7 +358,7 @@ class SSLContext(_StdSSLContext):
         SSL object is in use already) or an alert number to refuse the client. An exception,
         or a value of another type, is reported to sys.unraisablehook and refuses the client
         (handshake_failure, internal_error); the server's handshake fails with an SSLError."""
-        adapter = tls.owner() if tls.owner is not None else None  # a weakref.ref (the adapter)
+        adapter = tls.owner
         ssl_object = adapter.owner if adapter is not None else None
         assert self._sni_callback is not None
         try:

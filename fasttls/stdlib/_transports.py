@@ -53,7 +53,9 @@ class _RecordReader:
 
 
 class SocketTransport(_RecordReader):
-    """Ciphertext over the SSLSocket's own file descriptor (its timeout applies)."""
+    """The SSLSocket's own socket (its timeout applies). Reads, writes and the handshake go
+    through the engine on its file descriptor (SSLSocketAdapter); unwrap() reads and sends
+    here, and so does a courtesy alert."""
 
     __slots__ = ("sock", "unsent")
 
@@ -61,12 +63,6 @@ class SocketTransport(_RecordReader):
         super().__init__()
         self.sock = sock
         self.unsent = b""  # the tail of a write the socket did not take (timeout, non-blocking)
-
-    @property
-    def takes_everything(self) -> bool:
-        """A blocking socket (with or without timeout) takes whole writes; a non-blocking
-        one may refuse ciphertext."""
-        return self.sock.gettimeout() != 0.0
 
     def receive(self, size: int = RECV_SIZE) -> bytes:
         """Some ciphertext; b"" at EOF. Want-read if a non-blocking socket has nothing. A reset
@@ -116,7 +112,6 @@ class BIOTransport(_RecordReader):
     __slots__ = ("incoming", "outgoing")
 
     unsent = b""
-    takes_everything = True  # a MemoryBIO grows as needed
 
     def __init__(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
         super().__init__()

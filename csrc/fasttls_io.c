@@ -1,0 +1,391 @@
+/* Socket I/O inside the engine: receive + decrypt, encrypt + send, a handshake step with its
+ * own I/O, each one call on the socket's file descriptor (cffi releases the GIL for it).
+ *
+ * Built over the memory operations of fasttls_conn.c, not beside them:
+ *   - received ciphertext goes straight into the connection's input-hold buffer (c->held, the
+ *     buffer fasttls_feed/fasttls_keep_rest keep unconsumed input in), then fasttls_read or
+ *     fasttls_handshake consumes it from there: no buffer of the caller's, no copy, nothing
+ *     allocated per call (the buffer stays, and fasttls_conn_release_buffers gives it back
+ *     when the connection is idle);
+ *   - c->out holds exactly the ciphertext not yet sent, oldest first, between calls: what the
+ *     socket did not take stays there and leaves first next time, whichever call sends it;
+ *   - the error queue, the configuration locks and the in-flight counting are those of the
+ *     operations called (nothing here runs OpenSSL itself).
+ *
+ * Waiting: with timeout_ms != 0 a call waits in poll() up to the deadline (-1: forever) for the
+ * socket; timeout_ms == 0 never blocks (MSG_DONTWAIT, whatever the descriptor's mode). EINTR is
+ * returned (FASTTLS_IO_ERROR, io_errno EINTR) so the caller runs its signal handlers and
+ * retries; a retried send passes no data (what it encrypted is in c->out).
+ *
+ * Full duplex (fasttls_conn_enable_duplex): one reader and one writer thread on one connection.
+ * An SSL object and c->out are not safe for two threads at once, so every step that touches
+ * them holds the connection's mutex; no system call that may block runs under it (a reader
+ * blocked in recv() must not stop the writer, nor the other way round, or a full-duplex echo
+ * deadlocks). The reader's recv() writes into c->held without the mutex: only the reader
+ * touches c->held (a writer's SSL_write never reads once the handshake is done). Sends happen
+ * under the mutex from the front of c->out, so records leave in the order they were made,
+ * whichever thread sends them. Without duplex the mutex is never touched. */
+#include "fasttls_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: Python ignores SIGPIPE already */
+#endif
+
+/* One recv() asks for this much, as asyncio's own socket transport does: an event loop wakes
+ * up once per recv, and in bulk 64 KiB made fasttls.aio slower than asyncio's sslproto. The
+ * buffer is the thread's (see receive), so no connection pins it. */
+#define RECV_SIZE (256u << 10)
+/* A receive buffer no larger than this stays with a connection whose input was all consumed. */
+#define HELD_KEEP (16u << 10)
+
+static const unsigned char nothing[1];
+
+/* ---- locks ---- */
+
+static void lock(fasttls_conn *c)
+{
+    if (c->duplex)
+        pthread_mutex_lock(&c->io_mutex);
+}
+
+static void unlock(fasttls_conn *c)
+{
+    if (c->duplex)
+        pthread_mutex_unlock(&c->io_mutex);
+}
+
+int fasttls_conn_enable_duplex(fasttls_conn *c)
+{
+    if (c->duplex)
+        return 1;
+    if (pthread_mutex_init(&c->io_mutex, NULL) != 0)
+        return 0;
+    c->duplex = 1;
+    return 1;
+}
+
+void fasttls_conn_lock(fasttls_conn *c)
+{
+    lock(c);
+}
+
+void fasttls_conn_unlock(fasttls_conn *c)
+{
+    unlock(c);
+}
+
+void fasttls_io_release(fasttls_conn *c)
+{
+    if (c->duplex)
+        pthread_mutex_destroy(&c->io_mutex);
+    c->duplex = 0;
+}
+
+/* ---- time ---- */
+
+static long long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The deadline of a call (meaningful only for timeout_ms > 0). */
+static long long deadline_of(int timeout_ms)
+{
+    return timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+}
+
+static int io_error(fasttls_conn *c, int err)
+{
+    c->io_errno = err;
+    return FASTTLS_IO_ERROR;
+}
+
+/* Wait until fd is ready for `events` or the deadline: FASTTLS_OK, FASTTLS_TIMEOUT or
+ * FASTTLS_IO_ERROR. An error or hang-up condition counts as ready: the next recv()/send()
+ * reports it. */
+static int wait_fd(fasttls_conn *c, int fd, short events, int timeout_ms, long long deadline)
+{
+    struct pollfd p;
+    int wait = -1, r;
+    if (timeout_ms > 0) {
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            return FASTTLS_TIMEOUT;
+        wait = left > 0x7fffffff ? 0x7fffffff : (int)left;
+    }
+    p.fd = fd;
+    p.events = events;
+    p.revents = 0;
+    r = poll(&p, 1, wait);
+    if (r < 0)
+        return io_error(c, errno);
+    if (r == 0)
+        return FASTTLS_TIMEOUT;
+    if (p.revents & POLLNVAL)
+        return io_error(c, EBADF);
+    return FASTTLS_OK;
+}
+
+/* ---- sending ---- */
+
+/* Send the front of c->out, as much as the socket takes now (all of it on a blocking socket
+ * with blocking `flags`): FASTTLS_OK (maybe with bytes left) or FASTTLS_IO_ERROR. What went is
+ * removed from c->out. Under the mutex. */
+static int send_out(fasttls_conn *c, int fd, int flags)
+{
+    size_t sent = 0;
+    int status = FASTTLS_OK;
+    while (sent < c->out_len) {
+        ssize_t n = send(fd, c->out + sent, c->out_len - sent, flags | MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            status = io_error(c, n < 0 ? errno : EIO);
+            break;
+        }
+    }
+    if (sent == c->out_len) {
+        c->out_len = 0;
+    } else if (sent) {
+        /* Only a remainder the socket refused moves: at most what one call encrypted. */
+        memmove(c->out, c->out + sent, c->out_len - sent);
+        c->out_len -= sent;
+    }
+    return status;
+}
+
+/* A fatal failure's alert (with anything unsent before it), sent if the socket takes it now
+ * and left in c->out all the same: the caller hands it out on the exception (exc.alert) as
+ * the memory operations do, and must not send it again. A courtesy to the peer: a socket too
+ * full to take it loses it. Under the mutex. */
+static void send_alert(fasttls_conn *c, int fd)
+{
+    size_t sent = 0;
+    while (sent < c->out_len) {
+        ssize_t n = send(fd, c->out + sent, c->out_len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += (size_t)n;
+    }
+}
+
+/* Send all of c->out, waiting up to the deadline; with timeout_ms == 0, as much as goes now.
+ * FASTTLS_OK (*left: the bytes still unsent), FASTTLS_TIMEOUT, FASTTLS_IO_ERROR. Takes the
+ * mutex itself (only around the sends). */
+static int flush(fasttls_conn *c, int fd, int timeout_ms, long long deadline, size_t *left)
+{
+    /* A blocking send() only where nothing else could need the connection meanwhile and no
+     * deadline must be kept: the kernel then takes a large write in one call. */
+    int flags = timeout_ms == -1 && !c->duplex ? 0 : MSG_DONTWAIT;
+    int status;
+    for (;;) {
+        lock(c);
+        status = c->out_len ? send_out(c, fd, flags) : FASTTLS_OK;
+        *left = c->out_len;
+        if (status != FASTTLS_OK || c->out_len == 0 || timeout_ms == 0) {
+            unlock(c);
+            return status;
+        }
+        unlock(c);
+        status = wait_fd(c, fd, POLLOUT, timeout_ms, deadline);
+        if (status != FASTTLS_OK)
+            return status;
+    }
+}
+
+ptrdiff_t fasttls_send(fasttls_conn *c, int fd, const unsigned char *data, size_t len,
+                       int timeout_ms)
+{
+    long long deadline = deadline_of(timeout_ms);
+    size_t left;
+    int status;
+    if (len) {
+        ptrdiff_t n;
+        lock(c);
+        n = fasttls_write(c, data, len);
+        if (n >= 0) {
+            c->out_len = (size_t)n; /* fasttls_write counts them as taken: they are ours */
+        } else {
+            send_alert(c, fd);
+            unlock(c);
+            return n;
+        }
+        unlock(c);
+    }
+    status = flush(c, fd, timeout_ms, deadline, &left);
+    return status == FASTTLS_OK ? (ptrdiff_t)left : status;
+}
+
+/* ---- receiving ---- */
+
+/* Where a recv() goes. A connection whose input was all consumed receives into its thread's
+ * buffer, and fasttls_read then keeps only what is left of a partial record (in c->held): an
+ * idle connection holds no receive buffer, and a small message is read in place. A connection
+ * with a partial record pending receives behind it, into c->held (no copy of the new bytes). */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_init(void)
+{
+    (void)pthread_key_create(&scratch_key, free); /* freed when its thread ends */
+}
+
+static unsigned char *thread_scratch(void)
+{
+    unsigned char *p;
+    (void)pthread_once(&scratch_once, scratch_init);
+    p = pthread_getspecific(scratch_key);
+    if (p == NULL && (p = malloc(RECV_SIZE)) != NULL && pthread_setspecific(scratch_key, p) != 0) {
+        free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+/* One recv(): FASTTLS_OK with the new bytes in *data/*len (for fasttls_read: the thread's
+ * buffer; or nothing, the bytes appended to c->held), FASTTLS_WANT_READ (would block),
+ * FASTTLS_EOF, FASTTLS_IO_ERROR (ENOMEM if no buffer). Without the mutex (see the top). */
+static int receive(fasttls_conn *c, int fd, int flags, const unsigned char **data, size_t *len)
+{
+    unsigned char *into;
+    size_t room;
+    ssize_t n;
+    if (c->held_len == 0) {
+        if ((into = thread_scratch()) == NULL)
+            return io_error(c, ENOMEM);
+        room = RECV_SIZE;
+    } else {
+        if (!fasttls_reserve((char **)&c->held, &c->held_cap, c->held_len + RECV_SIZE))
+            return io_error(c, ENOMEM);
+        into = c->held + c->held_len;
+        room = c->held_cap - c->held_len;
+    }
+    n = recv(fd, into, room, flags);
+    if (n > 0) {
+        if (c->held_len == 0) {
+            *data = into;
+            *len = (size_t)n;
+        } else {
+            c->held_len += (size_t)n;
+            *data = nothing;
+            *len = 0;
+        }
+        return FASTTLS_OK;
+    }
+    if (n == 0)
+        return FASTTLS_EOF;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return FASTTLS_WANT_READ;
+    return io_error(c, errno);
+}
+
+/* Receive until some bytes or a status; waits only with timeout_ms != 0. */
+static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadline,
+                        const unsigned char **data, size_t *len)
+{
+    int flags = timeout_ms == -1 ? 0 : MSG_DONTWAIT;
+    for (;;) {
+        int status = receive(c, fd, flags, data, len);
+        if (status != FASTTLS_WANT_READ || timeout_ms == 0)
+            return status;
+        status = wait_fd(c, fd, POLLIN, timeout_ms, deadline);
+        if (status != FASTTLS_OK)
+            return status;
+    }
+}
+
+/* Decrypt what c->held holds and `data` (see receive); send what reading produced for the
+ * peer (a KeyUpdate reply, an alert) if the socket takes it now, else it waits in c->out. The
+ * plaintext count, WANT_READ for none, CLOSED or ERROR. */
+static ptrdiff_t decrypt(fasttls_conn *c, int fd, const unsigned char *data, size_t len)
+{
+    ptrdiff_t n;
+    size_t before;
+    lock(c);
+    before = c->out_len;
+    n = fasttls_read(c, data, len);
+    if (c->held_len == 0 && c->held_cap > HELD_KEEP) {
+        free(c->held); /* all consumed: an idle connection keeps no receive buffer */
+        c->held = NULL;
+        c->held_cap = 0;
+    }
+    if (n == FASTTLS_ERROR)
+        send_alert(c, fd);
+    else if (c->out_len > before)
+        send_out(c, fd, MSG_DONTWAIT); /* a failure here shows on the next send */
+    unlock(c);
+    return n == 0 ? FASTTLS_WANT_READ : n;
+}
+
+ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms)
+{
+    long long deadline = deadline_of(timeout_ms);
+    ptrdiff_t n;
+    int status;
+    /* Input kept from an earlier call (e.g. data that came with the last handshake flight)
+     * may hold whole records: decrypt them before waiting for more. */
+    const unsigned char *data;
+    size_t len;
+    if (c->held_len && (n = decrypt(c, fd, nothing, 0)) != FASTTLS_WANT_READ)
+        return n;
+    for (;;) {
+        status = receive_wait(c, fd, timeout_ms, deadline, &data, &len);
+        if (status != FASTTLS_OK)
+            return status;
+        n = decrypt(c, fd, data, len);
+        /* Only part of a record, or records without data (tickets, KeyUpdate): wait again. */
+        if (n != FASTTLS_WANT_READ || timeout_ms == 0)
+            return n;
+    }
+}
+
+/* ---- the handshake ---- */
+
+int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms)
+{
+    long long deadline = deadline_of(timeout_ms);
+    const unsigned char *data = nothing; /* what the next step reads, besides c->held */
+    size_t left, len = 0;
+    int step, status;
+    for (;;) {
+        /* A step with what has arrived (the first needs nothing), then its flight leaves. */
+        lock(c);
+        step = fasttls_handshake(c, data, len); /* keeps what it leaves of data in c->held */
+        if (step == FASTTLS_ERROR)
+            send_alert(c, fd);
+        unlock(c);
+        data = nothing;
+        len = 0;
+        if (step == FASTTLS_ERROR)
+            return step;
+        status = flush(c, fd, timeout_ms, deadline, &left);
+        if (step == FASTTLS_OK) {
+            /* Done. A TLS 1.3 client that closes right after its Finished never reads the
+             * server's tickets; OpenSSL tolerates EPIPE on them too: the next read reports
+             * the end. */
+            if (status == FASTTLS_IO_ERROR && (c->io_errno == EPIPE || c->io_errno == ECONNRESET))
+                return FASTTLS_OK;
+            if (status != FASTTLS_OK)
+                return status;
+            return left ? FASTTLS_WANT_WRITE : FASTTLS_OK;
+        }
+        if (status != FASTTLS_OK)
+            return status;
+        if (left)
+            return FASTTLS_WANT_WRITE; /* non-blocking: the flight waits in c->out */
+        status = receive_wait(c, fd, timeout_ms, deadline, &data, &len);
+        if (status != FASTTLS_OK)
+            return status;
+    }
+}
