@@ -43,6 +43,9 @@
  * connection. A small message still costs one page of it. */
 #define RECV_SIZE (64u << 10)
 
+/* A blocking send encrypts and sends this much at a time (see fasttls_send). */
+#define SEND_CHUNK (256u << 10)
+
 static const unsigned char nothing[1];
 
 /* ---- locks ---- */
@@ -202,27 +205,42 @@ static int flush(fasttls_conn *c, int fd, int timeout_ms, long long deadline, si
     }
 }
 
+/* Encrypt into c->out behind what is unsent; FASTTLS_OK or FASTTLS_ERROR (the alert sent if
+ * the socket takes it). Under the mutex. */
+static int encrypt(fasttls_conn *c, int fd, const unsigned char *data, size_t len)
+{
+    ptrdiff_t n;
+    lock(c);
+    n = fasttls_write(c, data, len);
+    if (n >= 0)
+        c->out_len = (size_t)n; /* fasttls_write counts them as taken: they are ours */
+    else
+        send_alert(c, fd);
+    unlock(c);
+    return n >= 0 ? FASTTLS_OK : (int)n;
+}
+
 ptrdiff_t fasttls_send(fasttls_conn *c, int fd, const unsigned char *data, size_t len,
                        int timeout_ms)
 {
     long long deadline = deadline_of(timeout_ms);
-    size_t left;
+    size_t left = 0, chunk;
     int status;
-    if (len) {
-        ptrdiff_t n;
-        lock(c);
-        n = fasttls_write(c, data, len);
-        if (n >= 0) {
-            c->out_len = (size_t)n; /* fasttls_write counts them as taken: they are ours */
-        } else {
-            send_alert(c, fd);
-            unlock(c);
-            return n;
-        }
-        unlock(c);
-    }
-    status = flush(c, fd, timeout_ms, deadline, &left);
-    return status == FASTTLS_OK ? (ptrdiff_t)left : status;
+    /* Non-blocking: all of it now, the socket takes what it can. Waiting: a chunk at a time,
+     * each sent before the next is encrypted, so the kernel copies ciphertext that is still
+     * in cache and the peer starts decrypting sooner; a timeout or failure then leaves the
+     * rest of `data` unencrypted (the caller knows as little as with the stdlib's sendall). */
+    do {
+        chunk = timeout_ms != 0 && len > SEND_CHUNK ? SEND_CHUNK : len;
+        if (chunk && (status = encrypt(c, fd, data, chunk)) != FASTTLS_OK)
+            return status;
+        data += chunk;
+        len -= chunk;
+        status = flush(c, fd, timeout_ms, deadline, &left);
+        if (status != FASTTLS_OK)
+            return status;
+    } while (len);
+    return (ptrdiff_t)left;
 }
 
 /* ---- receiving ---- */
