@@ -279,12 +279,14 @@ static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadl
 }
 
 /* Decrypt what c->held holds; send what reading produced for the peer (a KeyUpdate reply, an
- * alert) if the socket takes it now, else it waits in c->out. The plaintext count, WANT_READ
- * for none, CLOSED or ERROR. */
-static ptrdiff_t decrypt(fasttls_conn *c, int fd)
+ * alert) if the socket takes it now. A reply the socket did not take waits in c->out; a
+ * caller that may wait and is alone on the connection waits for it to go (as the stdlib's
+ * blocking SSL_read would), a full-duplex reader never does (it would wait behind a writer
+ * the socket does not drain). The plaintext count, WANT_READ for none, CLOSED or ERROR. */
+static ptrdiff_t decrypt(fasttls_conn *c, int fd, int timeout_ms, long long deadline)
 {
     ptrdiff_t n;
-    size_t before;
+    size_t before, left;
     lock(c);
     before = c->out_len;
     n = fasttls_read(c, nothing, 0);
@@ -293,6 +295,8 @@ static ptrdiff_t decrypt(fasttls_conn *c, int fd)
     else if (c->out_len > before)
         send_out(c, fd, MSG_DONTWAIT); /* a failure here shows on the next send */
     unlock(c);
+    if (!c->duplex && timeout_ms != 0 && n != FASTTLS_ERROR && c->out_len)
+        flush(c, fd, timeout_ms, deadline, &left); /* likewise */
     return n == 0 ? FASTTLS_WANT_READ : n;
 }
 
@@ -303,13 +307,13 @@ ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms)
     int status;
     /* Input kept from an earlier call (e.g. data that came with the last handshake flight)
      * may hold whole records: decrypt them before waiting for more. */
-    if (c->held_len && (n = decrypt(c, fd)) != FASTTLS_WANT_READ)
+    if (c->held_len && (n = decrypt(c, fd, timeout_ms, deadline)) != FASTTLS_WANT_READ)
         return n;
     for (;;) {
         status = receive_wait(c, fd, timeout_ms, deadline);
         if (status != FASTTLS_OK)
             return status;
-        n = decrypt(c, fd);
+        n = decrypt(c, fd, timeout_ms, deadline);
         /* Only part of a record, or records without data (tickets, KeyUpdate): wait again. */
         if (n != FASTTLS_WANT_READ || timeout_ms == 0)
             return n;

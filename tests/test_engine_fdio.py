@@ -247,7 +247,7 @@ def test_receive_timeout(ca, server_cert, pair):
     tls, fd, peer = connect(ca, server_cert, pair, lambda t: release.wait(JOIN))
     with pytest.raises(socket.timeout, match="read operation timed out"):
         tls.recv_from(fd, 200)
-    assert tls.state is fasttls.State.OPEN if hasattr(fasttls, "State") else True
+    assert tls.state is fasttls.State.OPEN  # a timeout is not a failure
     release.set()
     peer.finish()
 
