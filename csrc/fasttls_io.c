@@ -282,21 +282,28 @@ static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadl
  * alert) if the socket takes it now. A reply the socket did not take waits in c->out; a
  * caller that may wait and is alone on the connection waits for it to go (as the stdlib's
  * blocking SSL_read would), a full-duplex reader never does (it would wait behind a writer
- * the socket does not drain). The plaintext count, WANT_READ for none, CLOSED or ERROR. */
+ * the socket does not drain). The plaintext count, WANT_READ for none, CLOSED or ERROR; or
+ * the status of a reply that could not be sent (IO_ERROR, TIMEOUT), the plaintext decrypted
+ * with it counted in c->plain_len for the caller to keep. */
 static ptrdiff_t decrypt(fasttls_conn *c, int fd, int timeout_ms, long long deadline)
 {
     ptrdiff_t n;
     size_t before, left;
+    int sent = FASTTLS_OK;
     lock(c);
     before = c->out_len;
     n = fasttls_read(c, nothing, 0);
     if (n == FASTTLS_ERROR)
         send_alert(c, fd);
     else if (c->out_len > before)
-        send_out(c, fd, MSG_DONTWAIT); /* a failure here shows on the next send */
+        sent = send_out(c, fd, MSG_DONTWAIT);
     unlock(c);
-    if (!c->duplex && timeout_ms != 0 && n != FASTTLS_ERROR && c->out_len)
-        flush(c, fd, timeout_ms, deadline, &left); /* likewise */
+    if (n < 0)
+        return n; /* CLOSED, ERROR: a reply's fate no longer matters */
+    if (sent == FASTTLS_OK && !c->duplex && timeout_ms != 0 && c->out_len)
+        sent = flush(c, fd, timeout_ms, deadline, &left);
+    if (sent != FASTTLS_OK)
+        return sent;
     return n == 0 ? FASTTLS_WANT_READ : n;
 }
 
@@ -305,6 +312,7 @@ ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms)
     long long deadline = deadline_of(timeout_ms);
     ptrdiff_t n;
     int status;
+    c->plain_len = 0; /* what a failure reports as decrypted before it is this call's only */
     /* Input kept from an earlier call (e.g. data that came with the last handshake flight)
      * may hold whole records: decrypt them before waiting for more. */
     if (c->held_len && (n = decrypt(c, fd, timeout_ms, deadline)) != FASTTLS_WANT_READ)

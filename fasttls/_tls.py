@@ -620,7 +620,10 @@ class TLS:
             return chunk
         if status == _EOF:
             raise transport_eof()
-        if status == _IO_ERROR and self._conn.io_errno == errno.EINTR:
+        conn = self._conn
+        if conn.plain_len:  # decrypted before sending its KeyUpdate reply failed: kept
+            self.unread(_unpack(conn.plain, conn.plain_len))
+        if status == _IO_ERROR and conn.io_errno == errno.EINTR:
             return self.recv_from(fd, timeout_ms, size)  # signal handlers ran (PEP 475)
         raise self._io_failure(status, "read")
 
