@@ -126,7 +126,7 @@ def readfunc(sock: socket.socket, tls: TLS) -> Callable[[Optional[int]], bytes]:
             if sz < 0:
                 raise ValueError("sz must be >= 0")
             return b""
-        chunks = []
+        chunks: "list[bytes]" = []
         got = 0
         while True:
             try:
@@ -177,7 +177,7 @@ def readallfunc(sock: socket.socket, tls: TLS) -> Callable[[], bytes]:
     _attach(sock, tls)
 
     def readall() -> bytes:
-        chunks = []
+        chunks: "list[bytes]" = []
         try:
             while True:
                 chunk = _receive(tls)

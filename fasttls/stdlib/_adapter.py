@@ -402,7 +402,8 @@ class SSLSocketAdapter(SSLObjectAdapter):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._engine = self._tls.enable_duplex()
+        # The engine's own lock, used like the base class's threading.Lock (a context manager).
+        self._engine = self._tls.enable_duplex()  # type: ignore[assignment]
 
     def do_handshake(self) -> None:
         tls = self._tls
