@@ -30,6 +30,13 @@ buffer: `read(data, size)` returns at most `size` bytes and keeps the rest here,
 helpers and the stdlib adapter (fasttls.stdlib) keep no flags and no buffers of their own, and
 nothing already decrypted can be lost between layers (an adapter whose send fails after a read
 gives the plaintext back with `unread()`).
+
+Sockets
+-------
+`recv_from()`, `send_to()` and `handshake_on()` are the same operations over a socket's file
+descriptor, the engine making the system calls in the same C call (see "socket I/O inside the
+engine" below); the helpers and the drop-in SSLSocket use them. The state and the buffer are
+the same ones.
 """
 import enum
 import errno
