@@ -131,7 +131,9 @@ void fasttls_conn_release_buffers(fasttls_conn *c);
  * complete yet: only with timeout_ms == 0, which also means "would block"), CLOSED, EOF, ERROR,
  * IO_ERROR, TIMEOUT. With timeout_ms != 0 it receives until some plaintext or a status comes.
  * What reading produced for the peer (KeyUpdate reply, alert) is sent at once if the socket
- * takes it, else it waits in c->out.
+ * takes it; else it waits in c->out, except that with timeout_ms != 0 a connection without
+ * duplex waits for the socket to take it too. If sending it fails (IO_ERROR, TIMEOUT), the
+ * plaintext decrypted with it is counted in plain_len, as for CLOSED and ERROR.
  * fasttls_send: encrypt all of data behind what is still unsent, send as much as the socket
  * takes (with timeout_ms != 0: all of it, waiting up to the deadline): the ciphertext bytes
  * still unsent (0: all went), or ERROR, IO_ERROR, TIMEOUT. len == 0: only flush.

@@ -39,11 +39,15 @@
 #endif
 
 /* One recv() asks for this much, as asyncio's own socket transport does: an event loop wakes
- * up once per recv, and in bulk 64 KiB made fasttls.aio slower than asyncio's sslproto. The
- * buffer is the thread's (see receive), so no connection pins it. */
+ * up once per recv, and in bulk fasttls.aio with 64 KiB was slower than asyncio's sslproto
+ * (blocking sockets measured the same CPU per byte either way). The buffer is the thread's
+ * (see receive), so no connection pins it. */
 #define RECV_SIZE (256u << 10)
 /* A receive buffer no larger than this stays with a connection whose input was all consumed. */
 #define HELD_KEEP (16u << 10)
+
+/* A blocking send encrypts and sends this much at a time (see fasttls_send). */
+#define SEND_CHUNK (256u << 10)
 
 static const unsigned char nothing[1];
 
@@ -158,7 +162,8 @@ static int send_out(fasttls_conn *c, int fd, int flags)
     if (sent == c->out_len) {
         c->out_len = 0;
     } else if (sent) {
-        /* Only a remainder the socket refused moves: at most what one call encrypted. */
+        /* Only the remainder the socket refused moves: at most one SEND_CHUNK when sending
+         * waits; without waiting, what the caller gave at once (the drop-in bounds that). */
         memmove(c->out, c->out + sent, c->out_len - sent);
         c->out_len -= sent;
     }
@@ -204,30 +209,48 @@ static int flush(fasttls_conn *c, int fd, int timeout_ms, long long deadline, si
     }
 }
 
+/* Encrypt into c->out behind what is unsent; FASTTLS_OK or FASTTLS_ERROR (the alert sent if
+ * the socket takes it). Under the mutex. */
+static int encrypt(fasttls_conn *c, int fd, const unsigned char *data, size_t len)
+{
+    ptrdiff_t n;
+    lock(c);
+    n = fasttls_write(c, data, len);
+    if (n >= 0)
+        c->out_len = (size_t)n; /* fasttls_write counts them as taken: they are ours */
+    else
+        send_alert(c, fd);
+    unlock(c);
+    return n >= 0 ? FASTTLS_OK : (int)n;
+}
+
 ptrdiff_t fasttls_send(fasttls_conn *c, int fd, const unsigned char *data, size_t len,
                        int timeout_ms)
 {
     long long deadline = deadline_of(timeout_ms);
-    size_t left;
+    size_t left = 0, chunk;
     int status;
-    if (len) {
-        ptrdiff_t n;
-        lock(c);
-        n = fasttls_write(c, data, len);
-        if (n >= 0) {
-            c->out_len = (size_t)n; /* fasttls_write counts them as taken: they are ours */
-        } else {
-            send_alert(c, fd);
-            unlock(c);
-            return n;
-        }
-        unlock(c);
-    }
-    status = flush(c, fd, timeout_ms, deadline, &left);
-    return status == FASTTLS_OK ? (ptrdiff_t)left : status;
+    /* Non-blocking: all of it now, the socket takes what it can. Waiting: a chunk at a time,
+     * each sent before the next is encrypted, so the kernel copies ciphertext that is still
+     * in cache and the peer starts decrypting sooner; a timeout or failure then leaves the
+     * rest of `data` unencrypted (the caller knows as little as with the stdlib's sendall). */
+    do {
+        chunk = timeout_ms != 0 && len > SEND_CHUNK ? SEND_CHUNK : len;
+        if (chunk && (status = encrypt(c, fd, data, chunk)) != FASTTLS_OK)
+            return status;
+        data += chunk;
+        len -= chunk;
+        status = flush(c, fd, timeout_ms, deadline, &left);
+        if (status != FASTTLS_OK)
+            return status;
+    } while (len);
+    return (ptrdiff_t)left;
 }
 
 /* ---- receiving ---- */
+
+/* receive() took all the room it asked for: the socket may hold more. */
+#define FILLED 1
 
 /* Where a recv() goes. A connection whose input was all consumed receives into its thread's
  * buffer, and fasttls_read then keeps only what is left of a partial record (in c->held): an
@@ -253,19 +276,32 @@ static unsigned char *thread_scratch(void)
     return p;
 }
 
-/* One recv(): FASTTLS_OK with the new bytes in *data/*len (for fasttls_read: the thread's
- * buffer; or nothing, the bytes appended to c->held), FASTTLS_WANT_READ (would block),
- * FASTTLS_EOF, FASTTLS_IO_ERROR (ENOMEM if no buffer). Without the mutex (see the top). */
-static int receive(fasttls_conn *c, int fd, int flags, const unsigned char **data, size_t *len)
+/* The input of the next decrypt: bytes in the thread's buffer, or none (all in c->held). */
+typedef struct {
+    const unsigned char *data;
+    size_t len;
+} incoming;
+
+/* One recv(): FASTTLS_OK or FILLED (the bytes in *in, or appended to c->held),
+ * FASTTLS_WANT_READ (would block), FASTTLS_EOF, FASTTLS_IO_ERROR (ENOMEM if no buffer).
+ * Without the mutex (see the top). */
+static int receive(fasttls_conn *c, int fd, int flags, incoming *in)
 {
     unsigned char *into;
     size_t room;
     ssize_t n;
-    if (c->held_len == 0) {
+    int scratch = c->held_len == 0 && in->len == 0;
+    if (scratch) {
         if ((into = thread_scratch()) == NULL)
             return io_error(c, ENOMEM);
         room = RECV_SIZE;
     } else {
+        if (in->len) { /* bytes still in the thread's buffer: keep them in order first */
+            if (!fasttls_feed(c, in->data, in->len) || !fasttls_keep_rest(c))
+                return io_error(c, ENOMEM);
+            in->data = nothing;
+            in->len = 0;
+        }
         if (!fasttls_reserve((char **)&c->held, &c->held_cap, c->held_len + RECV_SIZE))
             return io_error(c, ENOMEM);
         into = c->held + c->held_len;
@@ -273,15 +309,13 @@ static int receive(fasttls_conn *c, int fd, int flags, const unsigned char **dat
     }
     n = recv(fd, into, room, flags);
     if (n > 0) {
-        if (c->held_len == 0) {
-            *data = into;
-            *len = (size_t)n;
+        if (scratch) {
+            in->data = into;
+            in->len = (size_t)n;
         } else {
             c->held_len += (size_t)n;
-            *data = nothing;
-            *len = 0;
         }
-        return FASTTLS_OK;
+        return (size_t)n == room ? FILLED : FASTTLS_OK;
     }
     if (n == 0)
         return FASTTLS_EOF;
@@ -290,13 +324,13 @@ static int receive(fasttls_conn *c, int fd, int flags, const unsigned char **dat
     return io_error(c, errno);
 }
 
-/* Receive until some bytes or a status; waits only with timeout_ms != 0. */
+/* Receive once something arrived, or a status; waits only with timeout_ms != 0. */
 static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadline,
-                        const unsigned char **data, size_t *len)
+                        incoming *in)
 {
     int flags = timeout_ms == -1 ? 0 : MSG_DONTWAIT;
     for (;;) {
-        int status = receive(c, fd, flags, data, len);
+        int status = receive(c, fd, flags, in);
         if (status != FASTTLS_WANT_READ || timeout_ms == 0)
             return status;
         status = wait_fd(c, fd, POLLIN, timeout_ms, deadline);
@@ -305,16 +339,24 @@ static int receive_wait(fasttls_conn *c, int fd, int timeout_ms, long long deadl
     }
 }
 
-/* Decrypt what c->held holds and `data` (see receive); send what reading produced for the
- * peer (a KeyUpdate reply, an alert) if the socket takes it now, else it waits in c->out. The
- * plaintext count, WANT_READ for none, CLOSED or ERROR. */
-static ptrdiff_t decrypt(fasttls_conn *c, int fd, const unsigned char *data, size_t len)
+/* Decrypt what c->held holds; send what reading produced for the peer (a KeyUpdate reply, an
+ * alert) if the socket takes it now. A reply the socket did not take waits in c->out; a
+ * caller that may wait and is alone on the connection waits for it to go (as the stdlib's
+ * blocking SSL_read would), a full-duplex reader never does (it would wait behind a writer
+ * the socket does not drain). The plaintext count, WANT_READ for none, CLOSED or ERROR; or
+ * the status of a reply that could not be sent (IO_ERROR, TIMEOUT), the plaintext decrypted
+ * with it counted in c->plain_len for the caller to keep. */
+static ptrdiff_t decrypt(fasttls_conn *c, int fd, int timeout_ms, long long deadline,
+                         incoming *in)
 {
     ptrdiff_t n;
-    size_t before;
+    size_t before, left;
+    int sent = FASTTLS_OK;
     lock(c);
     before = c->out_len;
-    n = fasttls_read(c, data, len);
+    n = fasttls_read(c, in->data, in->len); /* keeps what it leaves of in in c->held */
+    in->data = nothing;
+    in->len = 0;
     if (c->held_len == 0 && c->held_cap > HELD_KEEP) {
         free(c->held); /* all consumed: an idle connection keeps no receive buffer */
         c->held = NULL;
@@ -323,8 +365,14 @@ static ptrdiff_t decrypt(fasttls_conn *c, int fd, const unsigned char *data, siz
     if (n == FASTTLS_ERROR)
         send_alert(c, fd);
     else if (c->out_len > before)
-        send_out(c, fd, MSG_DONTWAIT); /* a failure here shows on the next send */
+        sent = send_out(c, fd, MSG_DONTWAIT);
     unlock(c);
+    if (n < 0)
+        return n; /* CLOSED, ERROR: a reply's fate no longer matters */
+    if (sent == FASTTLS_OK && !c->duplex && timeout_ms != 0 && c->out_len)
+        sent = flush(c, fd, timeout_ms, deadline, &left);
+    if (sent != FASTTLS_OK)
+        return sent;
     return n == 0 ? FASTTLS_WANT_READ : n;
 }
 
@@ -333,19 +381,21 @@ ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms)
     long long deadline = deadline_of(timeout_ms);
     ptrdiff_t n;
     int status;
+    c->plain_len = 0; /* what a failure reports as decrypted before it is this call's only */
     /* Input kept from an earlier call (e.g. data that came with the last handshake flight)
      * may hold whole records: decrypt them before waiting for more. */
-    const unsigned char *data;
-    size_t len;
-    if (c->held_len && (n = decrypt(c, fd, nothing, 0)) != FASTTLS_WANT_READ)
+    incoming in = {nothing, 0};
+    if (c->held_len && (n = decrypt(c, fd, timeout_ms, deadline, &in)) != FASTTLS_WANT_READ)
         return n;
     for (;;) {
-        status = receive_wait(c, fd, timeout_ms, deadline, &data, &len);
-        if (status != FASTTLS_OK)
+        status = receive_wait(c, fd, timeout_ms, deadline, &in);
+        if (status < 0)
             return status;
-        n = decrypt(c, fd, data, len);
-        /* Only part of a record, or records without data (tickets, KeyUpdate): wait again. */
-        if (n != FASTTLS_WANT_READ || timeout_ms == 0)
+        n = decrypt(c, fd, timeout_ms, deadline, &in);
+        /* Only part of a record, or records without data (tickets, KeyUpdate): wait again.
+         * Non-blocking, WANT_READ must mean "drained" (edge-triggered callers rely on it): so
+         * receive again while the socket filled all the room it was given. */
+        if (n != FASTTLS_WANT_READ || (timeout_ms == 0 && status != FILLED))
             return n;
     }
 }
@@ -355,18 +405,18 @@ ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms)
 int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms)
 {
     long long deadline = deadline_of(timeout_ms);
-    const unsigned char *data = nothing; /* what the next step reads, besides c->held */
-    size_t left, len = 0;
+    incoming in = {nothing, 0};
+    size_t left;
     int step, status;
     for (;;) {
         /* A step with what has arrived (the first needs nothing), then its flight leaves. */
         lock(c);
-        step = fasttls_handshake(c, data, len); /* keeps what it leaves of data in c->held */
+        step = fasttls_handshake(c, in.data, in.len); /* keeps what it leaves in c->held */
+        in.data = nothing;
+        in.len = 0;
         if (step == FASTTLS_ERROR)
             send_alert(c, fd);
         unlock(c);
-        data = nothing;
-        len = 0;
         if (step == FASTTLS_ERROR)
             return step;
         status = flush(c, fd, timeout_ms, deadline, &left);
@@ -384,8 +434,8 @@ int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms)
             return status;
         if (left)
             return FASTTLS_WANT_WRITE; /* non-blocking: the flight waits in c->out */
-        status = receive_wait(c, fd, timeout_ms, deadline, &data, &len);
-        if (status != FASTTLS_OK)
+        status = receive_wait(c, fd, timeout_ms, deadline, &in);
+        if (status < 0)
             return status;
     }
 }

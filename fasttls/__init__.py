@@ -6,7 +6,7 @@ from fasttls._binding import OPENSSL_VERSION
 from fasttls._context import Context, newctx
 from fasttls.stdlib import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
 from fasttls._errors import SSLCertVerificationError, SSLEOFError, SSLError, SSLZeroReturnError
-from fasttls._tls import TLS, Session, State, newtls
+from fasttls._tls import TLS, Session, State, newtls, socket_timeout_ms
 from fasttls._version import __version__
 from fasttls.helpers import (
     closefunc,
@@ -39,5 +39,6 @@ __all__ = [
     "newtls",
     "readallfunc",
     "readfunc",
+    "socket_timeout_ms",
     "writefunc",
 ]

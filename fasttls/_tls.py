@@ -30,6 +30,13 @@ buffer: `read(data, size)` returns at most `size` bytes and keeps the rest here,
 helpers and the stdlib adapter (fasttls.stdlib) keep no flags and no buffers of their own, and
 nothing already decrypted can be lost between layers (an adapter whose send fails after a read
 gives the plaintext back with `unread()`).
+
+Sockets
+-------
+`recv_from()`, `send_to()` and `handshake_on()` are the same operations over a socket's file
+descriptor, the engine making the system calls in the same C call (see "socket I/O inside the
+engine" below); the helpers and the drop-in SSLSocket use them. The state and the buffer are
+the same ones.
 """
 import enum
 import errno
@@ -686,7 +693,10 @@ class TLS:
             return chunk
         if status == _EOF:
             raise transport_eof()
-        if status == _IO_ERROR and self._conn.io_errno == errno.EINTR:
+        conn = self._conn
+        if conn.plain_len:  # decrypted before sending its KeyUpdate reply failed: kept
+            self.unread(_unpack(conn.plain, conn.plain_len))
+        if status == _IO_ERROR and conn.io_errno == errno.EINTR:
             return self.recv_from(fd, timeout_ms, size)  # signal handlers ran (PEP 475)
         raise self._io_failure(status, "read")
 

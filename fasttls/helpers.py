@@ -73,22 +73,14 @@ def _receive(tls: TLS, size: int = -1) -> bytes:
     """Plaintext: what is buffered, else one engine call that receives and decrypts (at most
     `size` bytes, the rest staying buffered); b"" once the peer has sent close_notify.
     SSLEOFError if the transport ended without it. Output produced while reading (a KeyUpdate
-    reply) leaves at once; if the socket cannot take it now, it is sent before returning."""
-    if tls.pending:
-        return tls.read(b"", size)
+    reply) is sent by the engine before it returns."""
     sock = tls.transport
-    timeout = socket_timeout_ms(sock)
+    # The common blocking socket without a function call (this is on every read and write).
+    timeout = -1 if sock.gettimeout() is None else socket_timeout_ms(sock)
     try:
         data = tls.recv_from(sock.fileno(), timeout, size)
     except SSLEOFError as exc:
         raise _eof("connection closed without close_notify (truncated)") from exc
-    if tls.unsent:
-        try:
-            tls.send_to(sock.fileno(), b"", timeout)
-        except BaseException:
-            if data:
-                tls.unread(data)  # decrypted is never dropped
-            raise
     if data is None:  # a non-blocking socket with nothing complete yet
         raise BlockingIOError(errno.EAGAIN, "no complete record yet")
     return data
@@ -130,22 +122,29 @@ def readfunc(sock: socket.socket, tls: TLS) -> Callable[[Optional[int]], bytes]:
     def read(sz: Optional[int] = None) -> bytes:
         if sz is None:
             return _receive(tls)
-        if sz < 0:
-            raise ValueError("sz must be >= 0")
-        chunks = []
+        if sz <= 0:
+            if sz < 0:
+                raise ValueError("sz must be >= 0")
+            return b""
+        chunks: "list[bytes]" = []
         got = 0
-        while got < sz:
+        while True:
             try:
                 chunk = _receive(tls, sz - got)
-            except SSLEOFError as exc:
+            except BaseException as exc:
                 tls.unread(b"".join(chunks))  # what arrived stays buffered
-                raise _eof(
-                    f"connection closed without close_notify (truncated): "
-                    f"{tls.pending} of {sz} bytes arrived"
-                ) from exc
-            except BaseException:
-                tls.unread(b"".join(chunks))
+                if isinstance(exc, SSLEOFError):
+                    raise _eof(
+                        f"connection closed without close_notify (truncated): "
+                        f"{tls.pending} of {sz} bytes arrived"
+                    ) from exc
                 raise
+            got += len(chunk)
+            if got == sz:  # most often on the first call: one engine call for the read
+                if not chunks:
+                    return chunk
+                chunks.append(chunk)
+                return b"".join(chunks)
             if not chunk:
                 tls.unread(b"".join(chunks))
                 raise _eof(
@@ -154,8 +153,6 @@ def readfunc(sock: socket.socket, tls: TLS) -> Callable[[Optional[int]], bytes]:
                     truncated=False,
                 )
             chunks.append(chunk)
-            got += len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     return read
 
@@ -168,7 +165,8 @@ def writefunc(sock: socket.socket, tls: TLS) -> Callable[[bytes], None]:
         # One engine call: encrypted behind anything pending, and sent. On a non-blocking
         # socket what it does not take waits in the engine and leaves first next time.
         sock = tls.transport
-        tls.send_to(sock.fileno(), data, socket_timeout_ms(sock))
+        timeout = -1 if sock.gettimeout() is None else socket_timeout_ms(sock)  # see _receive
+        tls.send_to(sock.fileno(), data, timeout)
 
     return write
 
@@ -179,7 +177,7 @@ def readallfunc(sock: socket.socket, tls: TLS) -> Callable[[], bytes]:
     _attach(sock, tls)
 
     def readall() -> bytes:
-        chunks = []
+        chunks: "list[bytes]" = []
         try:
             while True:
                 chunk = _receive(tls)

@@ -1,7 +1,7 @@
 """The C engine under valgrind memcheck: a subset of the tests' work (handshakes in TLS 1.2 and
 1.3 with ECDSA and RSA keys, mutual TLS, ALPN, SNI switching, resumption, data both ways, large
 writes, release_buffers, close_notify, verification failures, garbage and truncated input,
-abandoned handshakes) in one Python process run under
+abandoned handshakes, socket I/O inside the engine) in one Python process run under
 
     valgrind --tool=memcheck --error-exitcode=99 --errors-for-leak-kinds=definite --leak-check=full
 
@@ -178,6 +178,55 @@ def workload(directory):
         if attempt:
             bios[0].write(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # a forged record
             expect_error(ssl.SSLError, c.read, 100)
+    # socket I/O inside the engine: both ends over a socket pair, the server in a thread;
+    # full duplex, non-blocking, a timeout, close_notify, a transport EOF, a closed descriptor
+    import socket
+    import threading
+
+    payload = os.urandom(300_000)
+    for attempt in range(2):
+        a, b = socket.socketpair()
+        server_tls = fasttls.newtls("server", server_ctx("ecdsa"))
+
+        def serve():
+            assert server_tls.handshake_on(b.fileno(), 20000)
+            got = b""
+            while len(got) < len(payload):
+                got += server_tls.recv_from(b.fileno(), 20000)
+            assert server_tls.send_to(b.fileno(), got, 20000) == 0
+            if attempt:
+                b.close()  # a transport EOF, no close_notify
+            else:
+                assert server_tls.recv_from(b.fileno(), 20000) == b""  # the client's close
+                b.sendall(server_tls.close())
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        tls = fasttls.newtls("client", fasttls.newctx(cadata=pem("ecdsa-ca")), "localhost")
+        assert tls.handshake_on(a.fileno(), 20000)
+        assert tls.recv_from(a.fileno(), 0) is None  # nothing yet (TLS 1.3 tickets consumed)
+        lock = tls.enable_duplex()
+        writer = threading.Thread(target=tls.send_to, args=(a.fileno(), payload, 20000))
+        writer.start()
+        got = b""
+        while len(got) < len(payload):
+            got += tls.recv_from(a.fileno(), 20000, 65536)
+        writer.join()
+        assert got == payload
+        if attempt:
+            expect_error(fasttls.SSLEOFError, tls.recv_from, a.fileno(), 20000)
+        else:
+            expect_error(socket.timeout, tls.recv_from, a.fileno(), 50)
+            with lock:
+                a.sendall(tls.close())
+            assert tls.recv_from(a.fileno(), 20000) == b""  # the server's close_notify
+        thread.join()
+        fd = a.fileno()
+        a.close()
+        if attempt:  # still open after the EOF: the closed descriptor is what fails
+            assert expect_error(OSError, tls.recv_from, fd, 0).errno == 9  # EBADF
+        else:
+            b.close()
     gc.collect()
     print("memcheck workload done")
 

@@ -495,7 +495,8 @@ class SSLSocketAdapter(SSLObjectAdapter):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._engine = self._tls.enable_duplex()
+        # The engine's own lock, used like the base class's threading.Lock (a context manager).
+        self._engine = self._tls.enable_duplex()  # type: ignore[assignment]
 
     def do_handshake(self) -> None:
         tls = self._tls
@@ -536,8 +537,10 @@ class SSLSocketAdapter(SSLObjectAdapter):
             raise _conflict(_READING)
         try:
             sock = self._transport.sock
+            # The common blocking socket without a function call (on every read and write).
+            timeout = -1 if sock.gettimeout() is None else socket_timeout_ms(sock)
             try:
-                plaintext = tls.recv_from(sock.fileno(), socket_timeout_ms(sock), size)
+                plaintext = tls.recv_from(sock.fileno(), timeout, size)
             except ConnectionResetError:
                 # As an EOF: the stdlib reports truncation when a TLS 1.3 client resets the
                 # connection with its session tickets unread.
@@ -572,7 +575,8 @@ class SSLSocketAdapter(SSLObjectAdapter):
             raise _conflict(_WRITING)
         try:
             sock = self._transport.sock
-            fd, timeout = sock.fileno(), socket_timeout_ms(sock)
+            fd = sock.fileno()
+            timeout = -1 if sock.gettimeout() is None else socket_timeout_ms(sock)  # see read
             if self._write_in_flight:
                 with self._output:
                     if tls.send_to(fd, b"", timeout):
