@@ -1,5 +1,6 @@
 """Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--memory [PAIRS]]
-[--rows NAME,...]`` (the harness is the fasttls.bench package, imported only for ``bench``)."""
+[--rows NAME,...] [--plot FILE.png]`` (the harness is the fasttls.bench package, imported only
+for ``bench``)."""
 import argparse
 import sys
 
@@ -21,8 +22,12 @@ def build_parser():
                        help="also measure memory per idle connection pair (default 10,000 "
                             "pairs, about 30 s)")
     bench.add_argument("--rows", metavar="NAME,...",
-                       help="rows to run: msg64, rec16k, write1m, handshake, sock_bulk, "
-                            "sock_pingpong (default: all)")
+                       help="rows to run, by the names of the JSON output (e.g. msg64, "
+                            "asyncio_aio_64, uvicorn_close; an unknown name lists them all); "
+                            "default: every row whose optional requirements are installed")
+    bench.add_argument("--plot", metavar="FILE.png",
+                       help="also draw the ratios as a bar chart (needs matplotlib: "
+                            "pip install 'fasttls[plot]')")
     return parser
 
 

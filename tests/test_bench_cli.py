@@ -1,13 +1,18 @@
 """`python -m fasttls bench`: structure of its output (no timing thresholds)."""
+import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
+from support.requires import IN_CI, skip_or_fail
 
-from fasttls.bench import ROWS, SUITE
+from fasttls.bench import ROWS, SUITE, report
+from fasttls.bench.harness import Row
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,8 +29,31 @@ def quick_json():
     return json.loads(proc.stdout)
 
 
+def _test_extra():
+    """The packages the installed fasttls's test extra lists, lower-case names."""
+    try:
+        requirements = metadata.requires("fasttls") or []
+    except metadata.PackageNotFoundError:
+        return set()
+    return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in requirements
+            if re.search(r"extra\s*==\s*['\"]test['\"]", r)}
+
+
 def test_all_rows_present(quick_json):
-    assert [r["name"] for r in quick_json["rows"]] == list(ROWS)
+    """Every row runs or is reported unavailable, in table order. Under CI=true only a row
+    whose missing module is outside the test extra may be left out: fasttls's own modules
+    (fasttls.aio), the test extra's packages and programs (wrk, from .ci/run) must be there."""
+    unavailable = {u["name"]: u["needs"] for u in quick_json["unavailable"]}
+    ran = [r["name"] for r in quick_json["rows"]]
+    assert ran == [name for name in ROWS if name not in unavailable]
+    assert set(ran) | set(unavailable) == set(ROWS)
+    if IN_CI:
+        extra = _test_extra()
+        for name, needs in unavailable.items():
+            for need in needs:
+                module = need.split(" ")[0]
+                assert not (module.startswith("fasttls") or module.split(".")[0] in extra
+                            or "not on PATH" in need), f"row {name} left out: needs {need}"
 
 
 def test_rates_and_ratio(quick_json):
@@ -63,3 +91,67 @@ def test_unknown_row():
     proc = run_cli("--rows", "nope")
     assert proc.returncode == 2
     assert "unknown row" in proc.stderr
+
+
+def test_progress_on_stderr():
+    proc = run_cli("--quick", "--rows", "msg64,ctx_default", "--json")
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)         # progress never mixes into the JSON
+    assert "[1/2" in proc.stderr and "msg64: setting up fasttls" in proc.stderr
+    assert "[2/2" in proc.stderr and "ctx_default: calibrating" in proc.stderr
+
+
+def test_unavailable_row_reported(monkeypatch, capsys):
+    """A row asked for by name whose requirement is missing is reported, not run (and not an
+    error); in the JSON output it is listed with what it needs."""
+    row = Row("needs_nothing_here", "a row that cannot run", "ops/s", 1, 1, 1.0,
+              lambda env, side: None, requires="fasttls_bench_no_such_module")
+    assert row.missing() == ["fasttls_bench_no_such_module (not installed)"]
+    monkeypatch.setitem(ROWS, row.name, row)
+    args = report_args(rows=row.name)
+    assert report.main(args) == 0
+    out = capsys.readouterr().out
+    assert "a row that cannot run (ops/s)" in out
+    assert "unavailable: needs fasttls_bench_no_such_module (not installed)" in out
+    assert "0/0 targets met" in out
+    args.json = True
+    assert report.main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rows"] == []
+    assert doc["unavailable"] == [{"name": row.name, "workload": row.title,
+                                   "needs": ["fasttls_bench_no_such_module (not installed)"]}]
+
+
+def report_args(**overrides):
+    from fasttls.__main__ import build_parser
+
+    args = build_parser().parse_args(["bench", "--quick", "--no-pin-malloc"])
+    vars(args).update(overrides)
+    return args
+
+
+def test_plot(tmp_path):
+    """--plot draws a PNG. matplotlib is optional: without it the test skips, and fails under
+    CI=true only if the test extra lists it."""
+    if importlib.util.find_spec("matplotlib") is None:     # not imported here: the CLI does
+        if "matplotlib" in _test_extra():
+            skip_or_fail("matplotlib (in the test extra) is not installed")
+        pytest.skip("matplotlib is not installed")
+    path = tmp_path / "ratios.png"
+    proc = run_cli("--quick", "--rows", "msg64,ctx_default", "--plot", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"chart: {path}" in proc.stdout
+
+
+def test_plot_without_matplotlib(tmp_path):
+    """Without matplotlib, --plot fails at once (before any row runs) and says what to
+    install."""
+    path = tmp_path / "ratios.png"
+    code = ("import sys; sys.modules['matplotlib'] = None; "   # import matplotlib -> ImportError
+            "from fasttls.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "bench", "--rows", "msg64", "--plot",
+                           str(path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "--plot needs matplotlib" in proc.stderr and "fasttls[plot]" in proc.stderr
+    assert proc.stdout == "" and not path.exists()

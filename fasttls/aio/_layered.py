@@ -27,35 +27,9 @@ class _Lower(asyncio.Protocol):
             self.tls._lower_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        """The hot path: one engine call, one call into the application's protocol."""
         tls = self.tls
-        if tls is None:
-            return  # the connection ended (see SSLLayeredTransport._call_connection_lost)
-        if not tls._open or tls._buffered or tls._paused:
+        if tls is not None:  # None: the connection ended (see _call_connection_lost)
             tls._received(data)
-            return
-        engine = tls._tls
-        try:
-            plaintext = engine.read(data)
-        except SSLError as exc:
-            tls._send_raw(getattr(exc, "alert", b""))
-            tls._fatal_error(exc, "Fatal error on SSL transport")
-            return
-        if engine.pending_output:  # a KeyUpdate reply, a post-handshake answer
-            tls._send_raw(engine.write())
-        if plaintext:
-            if tls._remember:
-                tls._remember = False
-                tls._adapter._remember_session()  # TLS 1.3 tickets arrive before the data
-            try:
-                tls._protocol.data_received(plaintext)
-            except Exception as exc:
-                tls._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                return
-            if not engine._readable:  # see SSLTransport._after_data
-                tls._after_data()
-        elif engine.eof:
-            tls._peer_closed()
 
     def eof_received(self) -> bool:
         if self.tls is not None:

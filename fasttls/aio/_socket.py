@@ -91,27 +91,13 @@ class SSLSocketTransport(SSLTransport):
             return
         if tls.unsent and not self._writer:  # a KeyUpdate reply the socket did not take
             self._watch_writable()
-        if plaintext:
-            if not self._open:
-                return  # after close(): only the peer's close_notify matters
-            if self._remember:
-                self._remember = False
-                self._adapter._remember_session()  # TLS 1.3 tickets arrive before the data
-            if self._buffered:
-                self._deliver(plaintext)
-            else:
-                try:
-                    self._protocol.data_received(plaintext)
-                except Exception as exc:
-                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                    return
-            if not tls._readable:  # see SSLTransport._after_data
-                self._after_data()
-        elif plaintext is not None:
-            if self._open:
-                self._peer_closed()
-            else:
-                self._closed_by_peer_too()
+        if plaintext is None:
+            return  # nothing complete yet
+        if self._open:
+            self._got(plaintext)
+        elif not plaintext:
+            self._closed_by_peer_too()  # after close(): the peer's close_notify came
+        # (plaintext after close() is discarded: only the peer's close_notify matters)
 
     def _receive_failed(self, exc: BaseException) -> None:
         # After close(): a failure while waiting for the peer's close_notify ends the wait.

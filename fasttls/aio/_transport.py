@@ -197,6 +197,13 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
             return
         if tls.pending_output:  # a KeyUpdate reply, a post-handshake answer
             self._send_raw(tls.write())
+        self._got(plaintext)
+
+    def _got(self, plaintext: bytes) -> None:
+        """What a read of an open connection returned, from either lower layer: plaintext to
+        deliver (kept while reading is paused), or b"" with the peer's close_notify, or b""
+        for nothing yet."""
+        tls = self._tls
         if self._paused:  # arrived after pause_reading(): kept until resume_reading()
             tls.unread(plaintext)
             return
@@ -204,25 +211,25 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
             if self._remember:
                 self._remember = False
                 self._adapter._remember_session()  # TLS 1.3 tickets arrive before the data
-            self._deliver(plaintext)
-            if not tls._readable:  # see _after_data
-                self._after_data()
+            if self._buffered:
+                self._deliver_buffered(plaintext)
+            else:
+                try:
+                    self._protocol.data_received(plaintext)
+                except Exception as exc:
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                    return
+            # The read that returned data may also have found the peer's close_notify behind
+            # it (the engine reports it on the next read, which no readiness would trigger).
+            # TLS's own fast-path flag is down in that case: a plain attribute, no call.
+            if not tls._readable and self._open and not self._paused and tls.eof:
+                self._peer_closed()
         elif tls.eof:
             self._peer_closed()
 
-    def _after_data(self) -> None:
-        """The read that returned data may also have found the peer's close_notify behind it
-        (the engine then reports it on the next read, which no readiness would trigger). The
-        callers test TLS's own fast-path flag first, which is down in that case (a plain
-        attribute: the hot path makes no call for it)."""
-        if self._open and not self._paused and self._tls.eof:
-            self._peer_closed()
-
-    def _deliver(self, plaintext: bytes) -> None:
+    def _deliver_buffered(self, plaintext: bytes) -> None:
+        """To a BufferedProtocol: as much at a time as its buffer takes."""
         try:
-            if not self._buffered:
-                self._protocol.data_received(plaintext)
-                return
             view = memoryview(plaintext)
             while view:
                 buffer = memoryview(self._protocol.get_buffer(len(view))).cast("B")

@@ -9,7 +9,7 @@ import os
 import ssl
 import sys
 
-from fasttls.bench.harness import HOSTNAME, Row
+from fasttls.bench.harness import HOSTNAME, BenchError, Row
 from fasttls.bench.peer import BLOCK, announce_peer, make_std_server_ctx
 
 HTTP_BODY = b"ok\n"
@@ -119,18 +119,32 @@ def setup_http_client(env, side):
     return run
 
 
-class _AsyncioEcho:
-    """An asyncio TLS echo server and one client connection, both on the library measured,
-    driven by a private event loop."""
+def dropin_contexts(env, side):
+    """(server, client) contexts of the drop-in rows: `side`'s SSLContext with the benchmark
+    certificate, and its create_default_context() trusting it."""
+    lib = _library(side)
+    server_ctx = lib.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(env.certfile, env.keyfile)
+    client_ctx = lib.create_default_context(cadata=env.cert_pem.decode())
+    return server_ctx, client_ctx
 
-    def __init__(self, env, side):
-        lib = _library(side)
-        self.loop = asyncio.new_event_loop()
-        server_ctx = lib.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_ctx.load_cert_chain(env.certfile, env.keyfile)
-        client_ctx = lib.create_default_context(cadata=env.cert_pem.decode())
+
+class AsyncioEcho:
+    """An asyncio TLS echo server and one client connection, both on the library measured,
+    driven by `loop` (a private event loop, closed with the Env; by default a new asyncio one).
+
+    Both ends' ciphers are checked. `transport_check(transport)`, if given, is called with the
+    client's transport (e.g. to make sure fasttls.aio's transport, not sslproto, carries it)."""
+
+    def __init__(self, env, side, loop=None, transport_check=None):
+        self.loop = loop = loop or asyncio.new_event_loop()
+        server_ctx, client_ctx = dropin_contexts(env, side)
+
+        self._handlers = set()      # the server's connection tasks, awaited by close()
 
         async def echo(reader, writer):
+            self._handlers.add(asyncio.current_task())
+            env.check_cipher(side, "server", writer.get_extra_info("ssl_object"))
             while True:
                 data = await reader.read(1 << 20)
                 if not data:
@@ -146,14 +160,24 @@ class _AsyncioEcho:
                 "127.0.0.1", port, ssl=client_ctx, server_hostname=HOSTNAME)
             return server, reader, writer
 
-        self.server, self.reader, self.writer = self.loop.run_until_complete(start())
+        try:
+            self.server, self.reader, self.writer = loop.run_until_complete(
+                asyncio.wait_for(start(), 10))
+        except BaseException:
+            loop.close()
+            raise
         env.on_close(self.close)
+        env.check_cipher(side, "client", self.writer.get_extra_info("ssl_object"))
+        if transport_check:
+            transport_check(self.writer.transport)
 
     def close(self):
         async def stop():
             self.writer.close()
             self.server.close()
             await self.server.wait_closed()
+            if self._handlers:      # each sees the client's EOF and ends (Python < 3.12 does
+                await asyncio.wait(self._handlers)      # not wait for them in wait_closed)
 
         try:
             self.loop.run_until_complete(asyncio.wait_for(stop(), 5))
@@ -172,17 +196,26 @@ class _AsyncioEcho:
 
         return self.loop.run_until_complete(go())
 
+    def runner(self, size):
+        """``run(n)``: n round trips of a random `size`-byte message; returns bytes echoed. The
+        first echo is compared with what was sent."""
+        message = os.urandom(size)
+
+        async def once():
+            self.writer.write(message)
+            return await self.reader.readexactly(size)
+
+        if self.loop.run_until_complete(asyncio.wait_for(once(), 10)) != message:
+            raise BenchError("asyncio echo: the echo differs from what was sent")
+        return lambda n: self.round_trips(message, n)
+
 
 def setup_asyncio_small(env, side):
-    echo = _AsyncioEcho(env, side)
-    message = os.urandom(64)
-    return lambda n: echo.round_trips(message, n)
+    return AsyncioEcho(env, side).runner(64)
 
 
 def setup_asyncio_bulk(env, side):
-    echo = _AsyncioEcho(env, side)
-    block = os.urandom(BLOCK)
-    return lambda n: echo.round_trips(block, n)
+    return AsyncioEcho(env, side).runner(BLOCK)
 
 
 ROWS = [

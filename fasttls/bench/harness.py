@@ -9,18 +9,22 @@ measure nothing.
 
 Each row's ``setup(env, side)`` returns ``run(n)``, which does n units of work and returns what it
 received (checked by the caller); the pytest-benchmark suite in ``bench/`` drives the same
-functions. The workloads themselves are in ``workloads`` and ``dropin``.
+functions. Rows driven by an outside load generator (``fixed_time``: wrk against uvicorn)
+instead return ``run(seconds)``, which runs for that long and returns (units done, seconds
+measured), checked by the row itself. The workloads themselves are in ``workloads``,
+``dropin``, ``aio_rows``, ``anyio_rows`` and ``asgi``.
 """
 import gc
 import importlib.util
 import os
 import platform
+import shutil
 import ssl
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from fasttls.bench import peer
 
@@ -75,6 +79,7 @@ class Env:
         self._peers: Dict[str, Tuple[object, Tuple[str, int]]] = {}   # entry -> (process, address)
         self._closers: List[Callable[[], None]] = []
         self.negotiated = set()     # (library, role, cipher, version) seen on every connection
+        self.notes: Dict[str, str] = {}     # what a row ran on (e.g. uvicorn's loop), by key
 
     def peer(self, entry=ECHO_PEER):
         """Address of the peer process `entry` (``module:function``, see ``peer``), started on
@@ -104,7 +109,11 @@ class Env:
         self.close()
 
     def check_cipher(self, library, role, obj):
+        """`obj` (anything with cipher(): SSLObject, SSLSocket, TLS) negotiated SUITE."""
         name, version, _bits = obj.cipher()
+        self.check_negotiated(library, role, name, version)
+
+    def check_negotiated(self, library, role, name, version):
         if name != SUITE or version != "TLSv1.3":
             raise BenchError(f"{library} {role} negotiated {name} {version}, "
                              f"expected {SUITE} TLSv1.3")
@@ -130,13 +139,50 @@ class Row:
     per_op: float           # units per operation of run(n)
     check: int              # what run(1) returns when correct (bytes or count)
     target: float
-    setup: Callable         # setup(env, side) -> run(n)
+    setup: Callable         # setup(env, side) -> run(n), or run(seconds) if fixed_time
     seconds: float = 0.3    # per timed run
     repeat: int = 7         # timed runs per side (best kept)
-    requires: str = ""      # a module the row needs (not a fasttls dependency)
+    # modules the row needs (not fasttls dependencies; "fasttls.aio" while it is being built)
+    requires: Union[str, Tuple[str, ...]] = ()
+    tools: Tuple[str, ...] = ()     # executables the row needs on PATH (e.g. wrk)
+    fixed_time: bool = False        # run(seconds) -> (units, seconds): see the module docstring
+
+    def missing(self) -> List[str]:
+        """What the row needs and this environment lacks, with why; empty if nothing.
+
+        A module counts as present only if it imports: a half-built optional module (or one
+        whose own dependencies are missing) makes its rows unavailable, not failing."""
+        requires = (self.requires,) if isinstance(self.requires, str) else self.requires
+        lacking = []
+        for module in requires:
+            reason = _import_problem(module)
+            if reason:
+                lacking.append(f"{module} ({reason})")
+        lacking += [f"{tool} (not on PATH)" for tool in self.tools if shutil.which(tool) is None]
+        return lacking
 
     def available(self) -> bool:
-        return not self.requires or importlib.util.find_spec(self.requires) is not None
+        return not self.missing()
+
+
+_import_problems: Dict[str, Optional[str]] = {}
+
+
+def _import_problem(module) -> Optional[str]:
+    """None if `module` imports, else why not (cached: rows share requirements)."""
+    if module not in _import_problems:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:             # a parent package that is not there
+            found = False
+        reason = None if found else "not installed"
+        if found:
+            try:
+                importlib.import_module(module)
+            except Exception as e:      # anything an import can raise: it is not usable
+                reason = f"import failed: {type(e).__name__}: {e}"
+        _import_problems[module] = reason
+    return _import_problems[module]
 
 
 @dataclass
@@ -179,9 +225,17 @@ def timed(run, n, expect):
     return dt
 
 
-def measure(row, runs, seconds, repeat):
+def _quiet(_message):
+    pass
+
+
+def measure(row, runs, seconds, repeat, note=_quiet):
     """Calibrate n so the slower side takes ~seconds, then alternate the sides `repeat` times
-    (swapping which goes first) and keep the best rate of each."""
+    (swapping which goes first) and keep the best rate of each. ``note(text)`` is told each
+    step (progress)."""
+    if row.fixed_time:
+        return _measure_fixed_time(row, runs, seconds, repeat, note)
+    note("calibrating")
     n = 1
     while True:
         worst = max(timed(runs[s], n, n * row.check) for s in SIDES)
@@ -193,9 +247,34 @@ def measure(row, runs, seconds, repeat):
     for i in range(repeat):
         order = SIDES if i % 2 == 0 else SIDES[::-1]
         for side in order:
+            note(f"run {i + 1}/{repeat}, {side}")
             dt = timed(runs[side], n, n * row.check)
             res.samples[side].append(n * row.per_op / dt)
     res.rates = {s: max(res.samples[s]) for s in SIDES}
+    return res
+
+
+def _measure_fixed_time(row, runs, seconds, repeat, note):
+    """A fixed_time row: after one short warm-up run per side (unless there is only one run),
+    `repeat` runs of `seconds` per side, alternating; the best rate is kept. n is the units done
+    in the best fasttls run."""
+    for side in SIDES if repeat > 1 else ():
+        note(f"warm-up, {side}")
+        runs[side](1)
+    res = Result(row, samples={s: [] for s in SIDES})
+    done = {}
+    for i in range(repeat):
+        order = SIDES if i % 2 == 0 else SIDES[::-1]
+        for side in order:
+            note(f"run {i + 1}/{repeat}, {side} ({seconds:g} s)")
+            units, dt = runs[side](seconds)
+            if units <= 0 or dt <= 0:
+                raise BenchError(f"{row.name} {side}: no work measured ({units} in {dt} s)")
+            res.samples[side].append(units * row.per_op / dt)
+            done[side, len(res.samples[side])] = units
+    res.rates = {s: max(res.samples[s]) for s in SIDES}
+    best = res.samples["fasttls"].index(res.rates["fasttls"]) + 1
+    res.n = done["fasttls", best]
     return res
 
 
@@ -245,19 +324,36 @@ def pin_allocator():
     return None
 
 
-def run_bench(rows, quick=False, progress=None):
-    """Run `rows` (Row objects) in one Env; ``progress(result)`` after each. Returns a JSON-able
+def run_params(row, quick):
+    """(seconds, repeat) of one row's timed runs; --quick makes every row short."""
+    if quick:
+        return (1 if row.fixed_time else 0.02), (1 if row.fixed_time else 2)
+    return row.seconds, row.repeat
+
+
+def run_bench(rows, quick=False, progress=None, status=None):
+    """Run `rows` (Row objects) in one Env; ``progress(result)`` after each, ``status(index,
+    row, text)`` at each step of each row (to show a long run is alive). Returns a JSON-able
     dict (the ``--json`` output, less what the command adds)."""
     t0 = time.perf_counter()
     results = []
     with Env() as env:
-        for row in rows:
-            runs = {side: row.setup(env, side) for side in SIDES}
-            res = measure(row, runs, 0.02 if quick else row.seconds, 2 if quick else row.repeat)
+        for index, row in enumerate(rows):
+            def note(text, index=index, row=row):
+                if status:
+                    status(index, row, text)
+
+            runs = {}
+            for side in SIDES:
+                note(f"setting up {side}")
+                runs[side] = row.setup(env, side)
+            seconds, repeat = run_params(row, quick)
+            res = measure(row, runs, seconds, repeat, note)
             results.append(res)
             if progress:
                 progress(res)
         negotiated = sorted(env.negotiated)
+        notes = dict(env.notes)
     return {
         "versions": versions(),
         "cipher": SUITE,
@@ -266,4 +362,5 @@ def run_bench(rows, quick=False, progress=None):
         "quick": quick,
         "elapsed_s": time.perf_counter() - t0,
         "rows": [r.as_dict() for r in results],
+        "notes": notes,
     }

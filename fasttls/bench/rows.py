@@ -1,11 +1,12 @@
 """Every row of ``python -m fasttls bench`` by name, in the order the table shows them: the core
-workloads, then the drop-in ones."""
+workloads, the drop-in ones, fasttls.aio's, the anyio/trio path, then uvicorn under wrk."""
 from typing import Dict, List, Optional, Sequence
 
-from fasttls.bench import dropin, workloads
+from fasttls.bench import aio_rows, anyio_rows, asgi, dropin, workloads
 from fasttls.bench.harness import Row
 
-ROWS: Dict[str, Row] = {row.name: row for row in workloads.ROWS + dropin.ROWS}
+ROWS: Dict[str, Row] = {row.name: row for row in (
+    workloads.ROWS + dropin.ROWS + aio_rows.ROWS + anyio_rows.ROWS + asgi.ROWS)}
 
 
 def default_rows() -> List[str]:
