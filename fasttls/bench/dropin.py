@@ -223,7 +223,7 @@ ROWS = [
         setup_default_context),
     Row("requests", "requests.get, new Session each", "requests/s", 1, 1, 3.0,
         setup_requests, seconds=0.3, repeat=5, requires="requests"),
-    Row("http_client", "http.client keep-alive GET", "requests/s", 1, 1, 1.0,
+    Row("http_client", "http.client keep-alive GET", "requests/s", 1, 1, 1.1,
         setup_http_client, seconds=0.2, repeat=9),
     Row("asyncio_64", "asyncio TLS echo, 64 B", "round trips/s", 1, 64, 1.3,
         setup_asyncio_small, seconds=0.2, repeat=9),
