@@ -34,7 +34,6 @@ from typing import Any, Optional
 from fasttls._errors import SSLError, SSLZeroReturnError, transport_eof
 from fasttls._tls import TLS, Session, State, socket_timeout_ms
 
-from ._transports import WANT_READ as _WANT_READ
 from ._transports import BIOTransport, SocketTransport, want_read, want_write
 
 _protocol_of = _ssl._SSLContext.protocol.__get__  # type: ignore[attr-defined]  # a C getset
@@ -462,9 +461,7 @@ class SSLObject(ssl.SSLObject):
                 # Idle: nothing to read until the peer sends. The connection gives back its
                 # record buffers (they return on demand); busy connections never get here.
                 tls.release_buffers()
-                error = _WANT_READ
-                error.__traceback__ = error.__context__ = None
-                raise error
+                raise want_read()  # a new one each time (see BIOTransport.receive)
         return adapter.read(len, buffer)
 
     def write(self, data):

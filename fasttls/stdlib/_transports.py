@@ -13,11 +13,6 @@ def want_read() -> ssl.SSLWantReadError:
     return ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ, "The operation did not complete (read)")
 
 
-# The want-read of a memory BIO with nothing in it, made once: building an SSLWantReadError costs
-# more than the rest of an idle read. Its traceback and context are cleared before each raise
-# (raising an instance again would chain onto them).
-WANT_READ = want_read()
-
 
 def want_write() -> ssl.SSLWantWriteError:
     return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE,
@@ -122,9 +117,10 @@ class BIOTransport(_RecordReader):
         data = self.incoming.read(size)
         if data or self.incoming.eof:
             return data
-        error = WANT_READ
-        error.__traceback__ = error.__context__ = None
-        raise error
+        # A new exception each time: one kept and raised again would keep its last traceback,
+        # and the frames (connections, contexts) in it, alive until the next raise, and
+        # threads raising it at once would overwrite each other's tracebacks.
+        raise want_read()
 
     def send(self, data: bytes) -> None:
         self.outgoing.write(data)
