@@ -399,13 +399,7 @@ class TLS:
         status = lib.fasttls_handshake(self._conn, data, len(data))
         del data  # see _release_input
         if status == _ERROR:
-            error = self._failure()
-            if self._callback_error is not None:
-                callback_error, self._callback_error = self._callback_error, None
-                # The callback's own exception, carrying the alert still to be sent.
-                callback_error.alert = error.alert  # type: ignore[attr-defined]
-                raise callback_error
-            raise error
+            raise self._handshake_failure()
         if status == _OK:
             self._done = True
             self._set_state(State.OPEN)
@@ -622,6 +616,16 @@ class TLS:
         conn.out_len = 0
         return out
 
+    def _handshake_failure(self) -> BaseException:
+        """What a failed handshake step raises: the error, or an sni_callback's own exception
+        carrying the alert still to be sent."""
+        error = self._failure()
+        if self._callback_error is None:
+            return error
+        callback_error, self._callback_error = self._callback_error, None
+        callback_error.alert = error.alert  # type: ignore[attr-defined]
+        return callback_error
+
     def _failure(self) -> SSLError:
         self._set_state(State.BROKEN)
         if self._conn.ssl == ffi.NULL:
@@ -745,12 +749,7 @@ class TLS:
             if status == _WANT_READ or status == _WANT_WRITE:
                 return False
             if status == _ERROR:
-                error = self._failure()
-                if self._callback_error is not None:
-                    callback_error, self._callback_error = self._callback_error, None
-                    callback_error.alert = error.alert  # type: ignore[attr-defined]
-                    raise callback_error
-                raise error
+                raise self._handshake_failure()
             if status == _EOF:
                 raise transport_eof()
             if status != _IO_ERROR or self._conn.io_errno != errno.EINTR:

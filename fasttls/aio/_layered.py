@@ -9,7 +9,6 @@ transport's: its buffer is the only one, and its pause/resume_writing reach the 
 import asyncio
 from typing import Any, Optional
 
-from fasttls._errors import SSLError
 from fasttls.aio._transport import SSLTransport
 
 class _Lower(asyncio.Protocol):
@@ -64,7 +63,6 @@ class SSLLayeredTransport(SSLTransport):
 
     def _lower_made(self, transport) -> None:
         self._lower = transport
-        self._lower_write = transport.write
         self._start()
 
     def _lower_lost(self, exc: Optional[BaseException]) -> None:
@@ -104,18 +102,6 @@ class SSLLayeredTransport(SSLTransport):
         return self._lower.get_write_buffer_limits() if self._lower is not None else (0, 0)
 
     # ---- the lower layer ----
-
-    def write(self, data) -> None:
-        """The hot path: one engine call, one write to the lower transport."""
-        if not self._open or type(data) is not bytes or not data:
-            super().write(data)
-            return
-        try:
-            out = self._tls.write(data)
-        except SSLError as exc:
-            self._fatal_error(exc, "Fatal error on SSL transport")
-            return
-        self._lower_write(out)
 
     def _send_raw(self, data) -> None:
         lower = self._lower

@@ -179,18 +179,22 @@ class SSLObjectAdapter:
     def _read_after(self, plaintext: bytes, size: int):
         """The rest of a fast read that found something other than plaintext alone: a session
         to remember, bytes to send (a KeyUpdate reply), or no plaintext (read on)."""
+        return self._settle(plaintext) or self.read(size)
+
+    def _settle(self, plaintext: bytes) -> bytes:
+        """After a decrypt: send what it produced for the peer (the plaintext goes back to the
+        TLS object if that fails: decrypted is never dropped) and remember a client's session
+        once data flows (TLS 1.3 tickets arrive before the data)."""
         tls = self._tls
         if tls.pending_output:
             try:
                 self._flush_pending()
             except BaseException:
-                tls.unread(plaintext)  # decrypted is never dropped
+                tls.unread(plaintext)
                 raise
-        if plaintext:
-            if self._session_key is not None:
-                self._remember_session()  # TLS 1.3 tickets arrive before the data
-            return plaintext
-        return self.read(size)
+        if plaintext and self._session_key is not None:
+            self._remember_session()
+        return plaintext
 
     def read(self, size: int = 1024, buffer=None):
         """Up to `size` bytes of plaintext (into `buffer` if given: returns the count); b""
@@ -233,15 +237,7 @@ class SSLObjectAdapter:
             except SSLError as error:
                 self._send_alert(error)
                 raise
-            if tls.pending_output:
-                try:
-                    self._flush_pending()
-                except BaseException:
-                    tls.unread(plaintext)  # decrypted is never dropped
-                    raise
-            if plaintext:
-                if self._session_key is not None:
-                    self._remember_session()  # TLS 1.3 tickets arrive before the data
+            if self._settle(plaintext):
                 return plaintext
 
     def _decrypt(self, data: bytes, size: int) -> bytes:
