@@ -359,8 +359,17 @@ def test_signal_during_a_blocked_receive_is_retried(ca, server_cert, pair):
     peer.finish()
 
 
+def _recv_until_closed(t):
+    """The peer's side of a connection whose other end closes its descriptor: the end may come
+    as a reset (the client's unread session tickets), which is not what the test checks."""
+    try:
+        t.recv(1)
+    except (ConnectionResetError, ssl.SSLEOFError):
+        pass
+
+
 def test_closed_descriptor_is_an_oserror(ca, server_cert, pair):
-    tls, fd, peer = connect(ca, server_cert, pair, lambda t: t.recv(1))
+    tls, fd, peer = connect(ca, server_cert, pair, _recv_until_closed)
     pair[0].close()  # fd is no longer open
     with pytest.raises(OSError) as info:
         tls.recv_from(fd, 0)
