@@ -2,11 +2,11 @@
  * own I/O, each one call on the socket's file descriptor (cffi releases the GIL for it).
  *
  * Built over the memory operations of fasttls_conn.c, not beside them:
- *   - received ciphertext goes straight into the connection's input-hold buffer (c->held, the
- *     buffer fasttls_feed/fasttls_keep_rest keep unconsumed input in), then fasttls_read or
- *     fasttls_handshake consumes it from there: no buffer of the caller's, no copy, nothing
- *     allocated per call (the buffer stays, and fasttls_conn_release_buffers gives it back
- *     when the connection is idle);
+ *   - received ciphertext goes into the thread's receive buffer, or behind a partial record
+ *     in the connection's input-hold buffer (c->held, where fasttls_feed/fasttls_keep_rest
+ *     keep unconsumed input), and fasttls_read or fasttls_handshake consumes it from there:
+ *     nothing allocated per call, and an idle connection holds no receive buffer (see
+ *     receive);
  *   - c->out holds exactly the ciphertext not yet sent, oldest first, between calls: what the
  *     socket did not take stays there and leaves first next time, whichever call sends it;
  *   - the error queue, the configuration locks and the in-flight counting are those of the
