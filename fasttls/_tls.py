@@ -386,12 +386,8 @@ class TLS:
 
     def handshake(self, data: Buffer = b"") -> bytes:
         """Feed received bytes, advance the handshake, return all bytes to send."""
-        state = self._state
-        if state is not State.HANDSHAKING:
-            if state is State.BROKEN:
-                raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
-            if not self._done:
-                raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+        if self._state is not State.HANDSHAKING:
+            self._check_handshake_over()
             return self._take_output()
         self._before_step()
         if type(data) is not bytes:
@@ -616,6 +612,13 @@ class TLS:
         conn.out_len = 0
         return out
 
+    def _check_handshake_over(self) -> None:
+        """A handshake call out of the handshake: fine once it completed, else an SSLError."""
+        if self._state is State.BROKEN:
+            raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
+        if not self._done:
+            raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+
     def _handshake_failure(self) -> BaseException:
         """What a failed handshake step raises: the error, or an sni_callback's own exception
         carrying the alert still to be sent."""
@@ -732,12 +735,8 @@ class TLS:
         """Run the handshake over `fd`: True once done; False if the socket would block (only
         with timeout_ms == 0; `wants_write` says which way). Raises as handshake() does, and as
         recv_from() for the socket (a transport EOF: SSLEOFError)."""
-        state = self._state
-        if state is not State.HANDSHAKING:
-            if state is State.BROKEN:
-                raise SSLError(ssl.SSL_ERROR_SSL, "the connection failed earlier and is unusable")
-            if not self._done:
-                raise SSLError(ssl.SSL_ERROR_SSL, "the connection was closed before its handshake")
+        if self._state is not State.HANDSHAKING:
+            self._check_handshake_over()
             return True
         self._before_step()
         while True:
