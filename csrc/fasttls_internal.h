@@ -6,7 +6,8 @@
  *   fasttls_conn.c  connections: creation, handshake, read, write, shutdown, in-flight counting
  *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
- *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake */
+ *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
+ *   fasttls_hello.c the client-hello callback (handshake pauses), the shared session store */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
 
@@ -57,6 +58,11 @@ FASTTLS_INTERNAL int fasttls_keep_rest(fasttls_conn *c);
 
 /* Called by fasttls_conn_release: the duplex mutex, if any. */
 FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
+
+/* ---- fasttls_hello.c ---- */
+
+/* Called by fasttls_conn_release: the sessions held for the application. */
+FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
 
 /* ---- fasttls_ctx.c ---- */
 
