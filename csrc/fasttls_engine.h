@@ -27,11 +27,19 @@
 /* The handshake waits for the application (fasttls_hello.c): c->hello_wants says for what. The
  * next fasttls_handshake / fasttls_handshake_fd call, once it is done, continues. */
 #define FASTTLS_WANT_HELLO (-8)
-/* -9 is FASTTLS_WANT_SIGN (keyless). */
+/* Keyless (fasttls_keyless.c): the handshake waits for a signature, fasttls_sign_* say of what;
+ * the next fasttls_handshake / fasttls_handshake_fd call, once it is answered or failed,
+ * continues. It must be made on the thread that made the one that returned this. */
+#define FASTTLS_WANT_SIGN (-9)
+/* fasttls_sign_answer's results. */
+#define FASTTLS_SIGN_OK 1
+#define FASTTLS_SIGN_NONE 0             /* no signature was asked for */
+#define FASTTLS_SIGN_BAD_LENGTH (-1)    /* the request is failed: wrong signature length */
+#define FASTTLS_SIGN_BAD_SIGNATURE (-2) /* the request is failed: it does not verify */
 
 /* What a server's client-hello callback stopped the handshake for (c->hello_wants bits). */
 #define FASTTLS_HELLO_SESSION 0x1  /* look up session_key in the shared session store */
-#define FASTTLS_HELLO_SNI 0x2      /* reserved: the sni_callback, run between handshake calls */
+#define FASTTLS_HELLO_SNI 0x2      /* run the sni_callback for hello_name (fasttls_conn_sni_done) */
 
 typedef struct fasttls_conn {
     SSL *ssl;
@@ -60,6 +68,8 @@ typedef struct fasttls_conn {
      * ticket's PSK identity, which is the session ID of the session it names). */
     unsigned char session_key[32];
     size_t session_key_len;
+    /* FASTTLS_HELLO_SNI: the server name the client asked for ("" if none). */
+    char hello_name[256];
     /* Private. */
     size_t out_cap, plain_cap;
     const unsigned char *in_ptr;  /* input being consumed during one call */
@@ -92,6 +102,9 @@ typedef struct fasttls_conn {
     unsigned int hello_done;
     SSL_SESSION *found_session;
     struct fasttls_new_session *new_sessions;
+    int hello_alert;              /* the sni_callback refused: the alert to fail with */
+    /* Keyless (fasttls_keyless.c): the signing request of a connection of a keyless context. */
+    struct fasttls_sign *sign;
 } fasttls_conn;
 
 int fasttls_init(void);
@@ -160,7 +173,7 @@ void fasttls_conn_release_buffers(fasttls_conn *c);
  * still unsent (0: all went), or ERROR, IO_ERROR, TIMEOUT. len == 0: only flush.
  * fasttls_handshake_fd: handshake steps doing their own I/O until done, or until the socket
  * would block (timeout_ms == 0) or the deadline: OK, WANT_READ, WANT_WRITE, ERROR, EOF,
- * IO_ERROR, TIMEOUT, WANT_HELLO (the application's turn: see c->hello_wants).
+ * IO_ERROR, TIMEOUT, WANT_HELLO (the application's turn: see c->hello_wants), WANT_SIGN.
  * fasttls_conn_enable_duplex: one reader and one writer thread may then use these on one
  * connection at once; other calls on it go between fasttls_conn_lock and fasttls_conn_unlock. */
 ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms);
@@ -191,6 +204,22 @@ int fasttls_conn_hand_in_session(fasttls_conn *c, const unsigned char *der, size
 int fasttls_conn_new_session(fasttls_conn *c, int i, const unsigned char **id, size_t *id_len,
                              const unsigned char **der, size_t *der_len, long *timeout);
 void fasttls_conn_clear_new_sessions(fasttls_conn *c);
+/* The answer to FASTTLS_HELLO_SNI (the connection switched context already, if it had to):
+ * 0 to go on, else the alert the handshake fails with. */
+void fasttls_conn_sni_done(fasttls_conn *c, int alert);
+
+/* Keyless (fasttls_keyless.c). fasttls_ctx_use_keyless: a certificate chain (PEM) whose
+ * private key is elsewhere, as fasttls_ctx_use_identity takes one with its key (same results).
+ * After FASTTLS_WANT_SIGN: the message to sign, the TLS SignatureScheme, the key id (SHA-256 of
+ * the certificate's SubjectPublicKeyInfo, 32 bytes); then either fasttls_sign_answer (checked
+ * against the certificate: FASTTLS_SIGN_*) or fasttls_sign_fail. */
+int fasttls_ctx_use_keyless(SSL_CTX *ctx, const char *chain_pem, size_t chain_len, int how);
+int fasttls_ctx_is_keyless(SSL_CTX *ctx);
+const unsigned char *fasttls_sign_data(fasttls_conn *c, size_t *len);
+int fasttls_sign_scheme(fasttls_conn *c);
+const unsigned char *fasttls_sign_key_id(fasttls_conn *c);
+int fasttls_sign_answer(fasttls_conn *c, const unsigned char *sig, size_t len);
+void fasttls_sign_fail(fasttls_conn *c);
 
 int fasttls_make_self_signed(const char *hostname, char **cert_pem, size_t *cert_len,
                              char **key_pem, size_t *key_len);

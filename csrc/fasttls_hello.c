@@ -125,13 +125,33 @@ static size_t session_key(SSL *ssl, unsigned char *out)
     return len;
 }
 
+/* The host_name of the server_name extension (RFC 6066 3), "" if none or malformed: OpenSSL
+ * has not parsed the extensions yet when this callback runs. */
+static void server_name(SSL *ssl, char *out, size_t size)
+{
+    const unsigned char *ext;
+    size_t len, list_len, name_len;
+    out[0] = '\0';
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) || len < 5)
+        return;
+    list_len = u16(ext);
+    if (list_len + 2 != len || ext[2] != TLSEXT_NAMETYPE_host_name)
+        return;
+    name_len = u16(ext + 3);
+    if (name_len == 0 || name_len + 5 > len || name_len >= size ||
+        memchr(ext + 5, 0, name_len) != NULL)
+        return;
+    memcpy(out, ext + 5, name_len);
+    out[name_len] = '\0';
+}
+
 /* ---- the callback ---- */
 
 static int client_hello_callback(SSL *ssl, int *alert, void *arg)
 {
     fasttls_conn *c = SSL_get_app_data(ssl);
     unsigned int todo;
-    (void)alert, (void)arg;
+    (void)arg;
     if (c == NULL)
         return SSL_CLIENT_HELLO_SUCCESS;
     if (c->hello_wants)
@@ -143,7 +163,15 @@ static int client_hello_callback(SSL *ssl, int *alert, void *arg)
         if (c->session_key_len)
             c->hello_wants |= FASTTLS_HELLO_SESSION;
     }
-    /* FASTTLS_HELLO_SNI goes here. */
+    if (c->hello_alert) {
+        *alert = c->hello_alert; /* the sni_callback refused */
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (todo & FASTTLS_HELLO_SNI) {
+        c->hello_done |= FASTTLS_HELLO_SNI;
+        server_name(ssl, c->hello_name, sizeof(c->hello_name));
+        c->hello_wants |= FASTTLS_HELLO_SNI;
+    }
     return c->hello_wants ? SSL_CLIENT_HELLO_RETRY : SSL_CLIENT_HELLO_SUCCESS;
 }
 
@@ -153,6 +181,20 @@ static void set_enabled(SSL_CTX *ctx, unsigned int bit, int on)
     flags = on ? flags | bit : flags & ~bit;
     SSL_CTX_set_ex_data(ctx, hello_index, (void *)(uintptr_t)flags);
     SSL_CTX_set_client_hello_cb(ctx, flags ? client_hello_callback : NULL, NULL);
+}
+
+int fasttls_hello_enable_sni(SSL_CTX *ctx, int on)
+{
+    if (!hello_index_ready())
+        return 0;
+    set_enabled(ctx, FASTTLS_HELLO_SNI, on);
+    return 1;
+}
+
+void fasttls_conn_sni_done(fasttls_conn *c, int alert)
+{
+    c->hello_wants &= ~(unsigned int)FASTTLS_HELLO_SNI;
+    c->hello_alert = alert;
 }
 
 /* ---- the session store ---- */

@@ -248,6 +248,13 @@ class SSLContext(_StdSSLContext):
             # The stdlib reports any unreadable certificate or key as SSL's "PEM lib".
             raise _stdlib_error(exc, f"[SSL: PEM_LIB] PEM lib: {exc}", "SSL", "PEM_LIB") from exc
 
+    def load_keyless_cert_chain(self, certfile, signer) -> None:
+        """fasttls's own (the stdlib has none): serve the certificate chain in `certfile` (a
+        path) with a private key that is not in this process, signed by `signer` (a
+        fasttls.Signer, e.g. fasttls.keyless.KeylessClient). The drop-in socket asks it with
+        the socket's timeout, fasttls.aio awaits it. See Context.set_keyless_cert."""
+        self._fasttls.set_keyless_cert(certfile, signer, paths_only=True)
+
     def load_dh_params(self, path) -> None:
         self._fasttls.load_dh_params(path)
 
