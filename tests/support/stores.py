@@ -1,6 +1,7 @@
 """Session-store peers for tests/store: redis-server and memcached started on 127.0.0.1 free
 ports (no persistence), torn down by the fixture; a fasttls server on the socket helpers in a
 thread; a store that answers late or not at all. Every wait is bounded."""
+import os
 import socket
 import subprocess
 import threading
@@ -57,7 +58,10 @@ def start_redis():
 def start_memcached():
     program = require_program("memcached")
     port = free_port()
-    return Daemon("memcached", [program, "-l", "127.0.0.1", "-p", str(port), "-U", "0"], port)
+    argv = [program, "-l", "127.0.0.1", "-p", str(port), "-U", "0"]
+    if os.geteuid() == 0:  # memcached refuses to run as root without a user to switch to
+        argv += ["-u", "root"]
+    return Daemon("memcached", argv, port)
 
 
 def require_module(name):
