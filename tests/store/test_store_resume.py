@@ -242,3 +242,31 @@ def test_openssl_s_client_sess_out_sess_in(ident, tmp_path, flag):
         outputs.append(done.stdout.decode("latin-1"))
     assert "New, TLS" in outputs[0], outputs[0][-2000:]
     assert "Reused, TLS" in outputs[1], outputs[1][-2000:]
+
+
+def test_tls13_resumption_through_a_hello_retry_request(ident):
+    """The server wants another key share (HelloRetryRequest): the client-hello callback runs
+    for both ClientHellos, the lookup happens once, and the session resumes."""
+    store = MemoryStore()
+    cctx = client_ctx(ident, **version_options(ssl.TLSVersion.TLSv1_3))
+    cctx.set_groups(["X25519", "P-256"])  # a key share for X25519 only
+    first = fasttls.newtls("client", cctx, "localhost")
+    pump(first, fasttls.newtls("server", store_ctx(ident, store)))
+    first.read(b"")
+    counting = SlowStore(store, 0.0)
+    p256_only = server_ctx(ident)
+    p256_only.set_groups(["P-256"])
+    p256_only.set_session_store(counting)
+    client = fasttls.newtls("client", cctx, "localhost", session=first.session)
+    server = fasttls.newtls("server", p256_only)
+    hello = client.handshake()
+    assert server.handshake(hello) == b"" and server.pause is not None  # the first hello
+    server.pause.resolve(1.0)
+    retry = server.handshake()
+    assert server.pause is None and not server.finished()
+    pump(client, server, to_server=client.handshake(retry))
+    assert counting.lookups == 1
+    assert server.session_reused() and client.session_reused()
+    from fasttls._binding import ffi, lib
+    # P-256, not the X25519 of the client's only key share: the server asked again (HRR).
+    assert ffi.string(lib.fasttls_conn_group(server._conn)) == b"secp256r1"
