@@ -17,7 +17,6 @@ from fasttls.store._memory import MemoryStore
 from fasttls.store._protocol import SessionStore
 from fasttls.store._sealed import SealedStore, SealingKey
 
-
 __all__ = ["SessionStore", "SessionLookup", "MemoryStore", "RedisStore", "MemcachedStore",
            "SealedStore", "SealingKey"]
 

@@ -3,11 +3,11 @@ unreadable and useless without the key, bound to their store key, tamper-evident
 opens blobs of previous keys; servers sharing the sealed store resume each other's sessions."""
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from support.pairs import VERSIONS, client_ctx, server_ctx, version_options
+from support.pump import pump
 
 import fasttls
 from fasttls.store import MemoryStore, SealedStore, SealingKey
-from support.pairs import VERSIONS, client_ctx, server_ctx, version_options
-from support.pump import pump
 
 KEY = b"\x11" * 32
 OTHER = b"\x22" * 32

@@ -10,13 +10,13 @@ import threading
 import time
 
 import pytest
+from support.pairs import VERSIONS
+from support.peers import stdlib_client_context
+from support.stores import DownStore
 
 import fasttls
 import fasttls.aio
 from fasttls.store import MemoryStore
-from support.pairs import VERSIONS
-from support.peers import stdlib_client_context
-from support.stores import DownStore
 
 CLIENTS = 20
 BOUND = 30.0  # guards against hangs only

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.pairs import VERSIONS, server_ctx
 from support.peers import stdlib_client_context
 from support.stores import HelperServer, require_module, start_memcached, start_redis

@@ -5,11 +5,11 @@ import socket
 import ssl
 
 import pytest
+from support.pairs import VERSIONS
+from support.peers import StdlibPeer, ThreadedServer, stdlib_client_context
 
 import fasttls
 from fasttls.store import MemoryStore
-from support.pairs import VERSIONS
-from support.peers import StdlibPeer, ThreadedServer, stdlib_client_context
 
 
 @pytest.fixture(scope="module")

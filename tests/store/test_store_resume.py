@@ -9,14 +9,14 @@ import subprocess
 import time
 
 import pytest
-
-import fasttls
-from fasttls.store import MemoryStore, SessionLookup
 from support.pairs import VERSIONS, client_ctx, server_ctx, version_options
 from support.peers import stdlib_client_context
 from support.pump import pump
 from support.requires import require_program
 from support.stores import DownStore, HelperServer, SlowStore
+
+import fasttls
+from fasttls.store import MemoryStore, SessionLookup
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,9 @@ def first_and_second(ident, version, store, second_store=None):
     client.read(b"")  # TLS 1.3 tickets came with the last flight
     session = client.session
     again = fasttls.newtls("client", cctx, "localhost", session=session)
-    other = fasttls.newtls("server", store_ctx(ident, store if second_store is None else second_store))
+    if second_store is None:
+        second_store = store
+    other = fasttls.newtls("server", store_ctx(ident, second_store))
     pump(again, other)
     return again, other
 

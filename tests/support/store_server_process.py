@@ -11,9 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fasttls  # noqa: E402
-from fasttls.store import RedisStore  # noqa: E402
-from support.stores import HelperServer  # noqa: E402
+import fasttls
+from fasttls.store import RedisStore
+from support.stores import HelperServer
 
 
 def main():
