@@ -221,6 +221,21 @@ const unsigned char *fasttls_sign_key_id(fasttls_conn *c);
 int fasttls_sign_answer(fasttls_conn *c, const unsigned char *sig, size_t len);
 void fasttls_sign_fail(fasttls_conn *c);
 
+/* Sealing session blobs with AES-256-GCM (fasttls_seal.c). A key is 32 bytes, copied into
+ * memory of its own and wiped by fasttls_seal_key_free. fasttls_seal writes header | nonce |
+ * ciphertext | tag (fasttls_sealed_size bytes) authenticating header and aad too; fasttls_unseal
+ * returns the plaintext length, or -1 if the blob is not authentic under the key. */
+typedef struct fasttls_seal_key fasttls_seal_key;
+fasttls_seal_key *fasttls_seal_key_new(const unsigned char *secret, size_t len);
+void fasttls_seal_key_free(fasttls_seal_key *k);
+size_t fasttls_sealed_size(size_t header_len, size_t plain_len);
+ptrdiff_t fasttls_seal(const fasttls_seal_key *k, const unsigned char *header, size_t header_len,
+                       const unsigned char *aad, size_t aad_len, const unsigned char *plain,
+                       size_t len, unsigned char *out);
+ptrdiff_t fasttls_unseal(const fasttls_seal_key *k, const unsigned char *sealed, size_t len,
+                         size_t header_len, const unsigned char *aad, size_t aad_len,
+                         unsigned char *out);
+
 int fasttls_make_self_signed(const char *hostname, char **cert_pem, size_t *cert_len,
                              char **key_pem, size_t *key_len);
 void fasttls_free(void *p);

@@ -8,6 +8,7 @@
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
  *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
  *   fasttls_hello.c the client-hello callback (handshake pauses), the shared session store
+ *   fasttls_seal.c  sealing session blobs (AES-256-GCM) for the shared store
  *   fasttls_keyless.c keyless: the provider of opaque keys, the handshake's signing pause */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H

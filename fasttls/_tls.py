@@ -195,7 +195,8 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
-                 "_release", "_plain", "_out", "_read_output", "_pause", "_sign_error", "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "_pause", "_sign_error",
+                 "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -770,8 +771,8 @@ class TLS:
     def handshake_on(self, fd: int, timeout_ms: int = 0) -> bool:
         """Run the handshake over `fd`: True once done; False if the socket would block (only
         with timeout_ms == 0; `wants_write` says which way) or the handshake waits for the
-        application (`pause` is set: resolve it, then call this again). Raises as handshake() does, and as
-        recv_from() for the socket (a transport EOF: SSLEOFError)."""
+        application (`pause` is set: resolve it, then call this again). Raises as handshake()
+        does, and as recv_from() for the socket (a transport EOF: SSLEOFError)."""
         if self._state is not State.HANDSHAKING:
             self._check_handshake_over()
             return True

@@ -15,7 +15,7 @@ sessions' master secrets) under a fleet key. See docs/API.md, "Session store", f
 from fasttls.store._lookup import SessionLookup
 from fasttls.store._memory import MemoryStore
 from fasttls.store._protocol import SessionStore
-
+from fasttls.store._sealed import SealedStore, SealingKey
 
 __all__ = ["SessionStore", "SessionLookup", "MemoryStore", "RedisStore", "MemcachedStore",
            "SealedStore", "SealingKey"]
