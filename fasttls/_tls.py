@@ -44,6 +44,7 @@ import os
 import socket
 import ssl
 import sys
+import threading
 import weakref
 from typing import Any, Optional, Union
 
@@ -195,7 +196,7 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
-                 "_release", "_plain", "_out", "_read_output", "_pause", "_sign_error",
+                 "_release", "_plain", "_out", "_read_output", "_pause", "_sign_error", "_sign_thread",
                  "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
@@ -217,6 +218,7 @@ class TLS:
         self._release = ffi.gc(conn, lib.fasttls_conn_release)
         self._callback_error: Optional[BaseException] = None
         self._sign_error: Optional[BaseException] = None  # a failed SigningRequest's
+        self._sign_thread: Optional[int] = None  # where a signing pause must be continued
         self._pause: Optional[HandshakePause] = None
         self._context = ctx  # the SSL holds the SSL_CTX; this keeps the Python side too
         self._hostname: Optional[str] = None
@@ -404,6 +406,7 @@ class TLS:
 
     def _signing_request(self) -> HandshakePause:
         from fasttls._signing import SigningRequest  # only keyless servers get here
+        self._sign_thread = threading.get_ident()
         return SigningRequest(self, self._context._signer)
 
     def _run_sni_callback(self) -> None:
@@ -617,7 +620,13 @@ class TLS:
     # ---- internals ----
 
     def _before_step(self) -> None:
-        """Before a handshake step: the first one's checks."""
+        """Before a handshake step: the first one's checks; a signing pause (an OpenSSL job)
+        continues only on the thread that started it (the engine refuses too, as a failure)."""
+        if self._sign_thread is not None:
+            if self._sign_thread != threading.get_ident():
+                raise SSLError(ssl.SSL_ERROR_SSL, "a keyless handshake must be continued on "
+                               "the thread that started it")
+            self._sign_thread = None
         self._pause = None  # resolved (else the engine pauses again, with a new one)
         if not self._started:
             self._check_start()
