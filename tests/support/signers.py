@@ -40,19 +40,24 @@ class LocalSigner:
         with self.lock:
             self.requests.append(request)
 
+    def delay_for(self, request) -> float:
+        return self.delay
+
     def sign(self, request, timeout):
         self._note(request)
-        if self.delay:
-            if timeout is not None and self.delay > timeout:
+        delay = self.delay_for(request)
+        if delay:
+            if timeout is not None and delay > timeout:
                 time.sleep(timeout)
                 raise KeylessError("the signer timed out", "TIMEOUT")
-            time.sleep(self.delay)
+            time.sleep(delay)
         return self.signature(request)
 
     async def sign_async(self, request):
         self._note(request)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.delay_for(request)
+        if delay:
+            await asyncio.sleep(delay)
         return self.signature(request)
 
 
@@ -77,3 +82,16 @@ class TruncatingSigner(LocalSigner):
 
 class OtherKeySigner(LocalSigner):
     """Signs with another key than the certificate's (a well-formed but wrong signature)."""
+
+
+class SlowForNameSigner(LocalSigner):
+    """Slow (`delay` seconds, honouring the timeout) only for requests whose SNI is `name`: the
+    other connections of the same server must not wait for those."""
+
+    def __init__(self, key_pem: bytes, name: str, delay: float) -> None:
+        super().__init__(key_pem)
+        self.name = name
+        self.slow_delay = delay
+
+    def delay_for(self, request) -> float:
+        return self.slow_delay if request.server_name == self.name else 0.0
