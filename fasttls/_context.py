@@ -854,8 +854,9 @@ class Context:
 
     @property
     def sni_callback(self):
-        """Server side: `callback(tls, server_name)`, called during the handshake with the name
-        the client asked for (None if it sent none). Return another Context to serve the
+        """Server side: `callback(tls, server_name)`, called once the ClientHello has arrived,
+        between two handshake calls (never inside one), with the name the client asked for
+        (None if it sent none). Return another Context to serve the
         connection from it (all of its settings: certificate, trust store, verify mode), None
         to keep this one, or an alert number (e.g. `ssl.ALERT_DESCRIPTION_ACCESS_DENIED`) to
         refuse the client with that alert. An exception aborts the handshake (internal_error
