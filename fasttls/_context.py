@@ -945,6 +945,7 @@ class Context:
 # newctx keywords that are not attributes but arguments of a setter, grouped by setter.
 _GROUPED_OPTIONS = {
     "set_cert": ("certfile", "keyfile", "password"),
+    "set_keyless_cert": ("keyless_certfile", "signer"),
     "load_verify_locations": ("cafile", "capath", "cadata"),
 }
 _SETTER_OPTIONS = {"ciphers": "set_ciphers", "ciphersuites": "set_ciphersuites",
@@ -956,8 +957,8 @@ _ATTRIBUTE_OPTIONS = ("check_hostname", "hostname_checks_common_name", "verify_m
 
 def newctx(**options) -> Context:
     """A new Context, configured by keyword: any attribute of Context, `ciphers`,
-    `ciphersuites`, `groups` (see set_groups), `cafile`/`capath`/`cadata` and
-    `certfile`/`keyfile`/`password`."""
+    `ciphersuites`, `groups` (see set_groups), `cafile`/`capath`/`cadata`,
+    `certfile`/`keyfile`/`password` and `keyless_certfile`/`signer` (set_keyless_cert)."""
     ctx = Context()
     known = set(_ATTRIBUTE_OPTIONS) | set(_SETTER_OPTIONS)
     known.update(*_GROUPED_OPTIONS.values())
@@ -976,6 +977,11 @@ def newctx(**options) -> Context:
         if "certfile" not in cert:
             raise TypeError("keyfile and password need certfile")
         ctx.set_cert(cert["certfile"], cert.get("keyfile"), cert.get("password"))
+    keyless = {k: options[k] for k in _GROUPED_OPTIONS["set_keyless_cert"] if k in options}
+    if keyless:
+        if len(keyless) != 2:
+            raise TypeError("keyless_certfile and signer go together")
+        ctx.set_keyless_cert(keyless["keyless_certfile"], keyless["signer"])
     ca = {k: options[k] for k in _GROUPED_OPTIONS["load_verify_locations"] if k in options}
     if ca:
         ctx.load_verify_locations(**ca)
