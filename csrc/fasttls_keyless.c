@@ -5,11 +5,11 @@
  *
  * How, on OpenSSL 3.0 without the deprecated RSA_METHOD/EC_KEY_METHOD/ENGINE:
  *   - an in-process provider ("fasttls-keyless", added with OSSL_PROVIDER_add_builtin, in a
- *     library context of its own: see provider_load) supplies a key manager and a signature for "opaque" EC and
- *     RSA keys. A key holds only the certificate's public key: everything libssl asks of the
- *     private key (bits, security bits, maximum signature size, group, type names, whether it
- *     matches the certificate) is answered from it, and the private half refuses export, so
- *     libssl never moves the key to another provider;
+ *     library context of its own: see provider_load) supplies a key manager and a signature
+ *     for "opaque" EC and RSA keys. A key holds only the certificate's public key: everything
+ *     libssl asks of the private key (bits, security bits, maximum signature size, group, type
+ *     names, whether it matches the certificate) is answered from it, and the private half
+ *     refuses export, so libssl never moves the key to another provider;
  *   - connections of a keyless context run their handshake with SSL_MODE_ASYNC, i.e. inside an
  *     ASYNC job. The signature operation records the whole to-be-signed message (TLS 1.3: 64
  *     spaces, the context string, a zero byte and the transcript hash; TLS 1.2: both randoms
@@ -455,7 +455,8 @@ static int sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t
     if (r->data == NULL || r->scheme == 0) {
         sign_clear(r);
         ERR_raise_data(ERR_LIB_EVP, EVP_R_OPERATION_NOT_SUPPORTED_FOR_THIS_KEYTYPE,
-                       r->scheme == 0 ? "no TLS signature scheme for this digest" : "out of memory");
+                       r->scheme == 0 ? "no TLS signature scheme for this digest"
+                                      : "out of memory");
         return 0;
     }
     r->state = SIGN_PENDING;
@@ -740,7 +741,12 @@ int fasttls_keyless_enter(fasttls_conn *c) { (void)c; return 1; }
 void fasttls_keyless_leave(fasttls_conn *c) { (void)c; }
 int fasttls_keyless_waiting(fasttls_conn *c) { (void)c; return 0; }
 void fasttls_keyless_unwind(fasttls_conn *c) { (void)c; }
-const unsigned char *fasttls_sign_data(fasttls_conn *c, size_t *len) { (void)c; *len = 0; return NULL; }
+const unsigned char *fasttls_sign_data(fasttls_conn *c, size_t *len)
+{
+    (void)c;
+    *len = 0;
+    return NULL;
+}
 int fasttls_sign_scheme(fasttls_conn *c) { (void)c; return 0; }
 const unsigned char *fasttls_sign_key_id(fasttls_conn *c) { (void)c; return NULL; }
 int fasttls_sign_answer(fasttls_conn *c, const unsigned char *sig, size_t len)

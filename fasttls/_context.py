@@ -539,7 +539,10 @@ class Context:
 
     @_locked
     def set_ciphers(self, ciphers: str) -> None:
-        """OpenSSL cipher string for TLS 1.2 and below."""
+        """OpenSSL cipher string for TLS 1.2 and below (a keyless context never offers RSA key
+        exchange: the key server would have to decrypt)."""
+        if self._signer is not None:
+            ciphers += ":!kRSA"
         if not lib.SSL_CTX_set_cipher_list(self._ctx, ciphers.encode("ascii")):
             raise error_from_queue(f"no cipher can be selected from {ciphers!r}")
 

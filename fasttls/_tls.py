@@ -52,7 +52,8 @@ from fasttls._binding import ffi, lib
 from fasttls._certificate import Certificate
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
-from fasttls._errors import (KeylessError, SSLError, SSLZeroReturnError, error_from_conn, error_from_queue,
+from fasttls._errors import (KeylessError, SSLError, SSLZeroReturnError, error_from_conn,
+                             error_from_queue,
                              transport_eof)
 from fasttls._pause import HandshakePause
 
@@ -196,8 +197,8 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
-                 "_release", "_plain", "_out", "_read_output", "_pause", "_sign_error", "_sign_thread",
-                 "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "_pause", "_sign_error",
+                 "_sign_thread", "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:

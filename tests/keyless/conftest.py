@@ -1,9 +1,9 @@
 """Keyless fixtures: server contexts whose certificate's key is held by a test signer
 (support.signers) instead of the context."""
 import pytest
+from support.signers import LocalSigner
 
 import fasttls
-from support.signers import LocalSigner
 
 
 @pytest.fixture

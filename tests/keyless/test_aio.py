@@ -12,10 +12,10 @@ import sys
 import time
 
 import pytest
+from support.signers import FailingSigner, LocalSigner
 
 import fasttls
 import fasttls.aio
-from support.signers import FailingSigner, LocalSigner
 
 CLIENTS = 100
 BOUND = 5.0  # "well under a second" for 100 x 50 ms; this only guards against hangs

@@ -4,7 +4,6 @@ itself, and reports the signature type it got."""
 import re
 
 import pytest
-
 from support.interop import run_client
 from support.keyless_server import RESPONSE, KeylessServer
 from support.requires import require_program

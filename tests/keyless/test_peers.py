@@ -8,12 +8,12 @@ import threading
 import time
 
 import pytest
-
-import fasttls
 from support.interop import run_client
-from support.keyless_server import RESPONSE, KeylessServer
+from support.keyless_server import KeylessServer
 from support.requires import require_program
 from support.signers import FailingSigner, LocalSigner, SlowForNameSigner
+
+import fasttls
 
 DRIVERS = ["sansio", "fd", "helpers", "dropin"]
 

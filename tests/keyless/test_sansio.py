@@ -8,11 +8,11 @@ import ssl
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-
-import fasttls
 from support.pairs import TLS12, TLS13, VERSIONS, client_ctx
 from support.pump import pump
 from support.signers import FailingSigner, LocalSigner, OtherKeySigner, TruncatingSigner
+
+import fasttls
 
 TLS13_PREFIX = b" " * 64 + b"TLS 1.3, server CertificateVerify\0"
 
@@ -233,3 +233,14 @@ def test_newctx_options(identities):
     assert len(signer.requests) == 1
     with pytest.raises(TypeError, match="together"):
         fasttls.newctx(signer=signer)
+
+
+def test_rsa_key_exchange_never_offered(identities, keyless_ctx):
+    identity = identities["rsa"]
+    sctx, _ = keyless_ctx(identity)
+    assert all(c["kea"] != "kx-rsa" for c in sctx.get_ciphers())
+    sctx.set_ciphers("AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")  # kRSA asked for
+    assert [c["name"] for c in sctx.get_ciphers() if c["protocol"] == "TLSv1.2"] == [
+        "ECDHE-RSA-AES128-GCM-SHA256"]
+    with pytest.raises(fasttls.SSLError):
+        sctx.set_ciphers("AES128-GCM-SHA256")  # nothing left

@@ -5,11 +5,11 @@ exceptions end the handshake as before."""
 import ssl
 
 import pytest
-
-import fasttls
 from support.certs import Identity
 from support.pump import pump
 from support.signers import LocalSigner
+
+import fasttls
 
 
 @pytest.fixture(scope="module")
