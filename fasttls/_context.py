@@ -308,8 +308,8 @@ class Context:
     Thread-safe: connections may be created from one Context in many threads while its settings
     (certificates included) change; a change applies to connections created afterwards and
     waits for handshake steps in progress, including those of connections an sni_callback
-    switched to this Context. An sni_callback must not change the Context it was called for
-    (it runs inside a handshake step of that Context), nor one it already switched to."""
+    switched to this Context. An sni_callback runs between two handshake steps, holding no
+    Context's lock."""
 
     __slots__ = ("_ctx", "_lock", "_verify_mode", "_check_hostname", "_check_common_name",
                  "_ca_loaded", "_store_shared", "_keylog_filename", "_alpn_protocols",
