@@ -244,3 +244,24 @@ def test_rsa_key_exchange_never_offered(identities, keyless_ctx):
         "ECDHE-RSA-AES128-GCM-SHA256"]
     with pytest.raises(fasttls.SSLError):
         sctx.set_ciphers("AES128-GCM-SHA256")  # nothing left
+
+
+def test_hello_retry_request_then_signature(identities, keyless_ctx):
+    """TLS 1.3 HelloRetryRequest (no key share for the server's group): the client-hello
+    callback runs for both ClientHellos, the SNI callback once, the signature once."""
+    identity = identities["ecdsa"]
+    sctx, signer = keyless_ctx(identity, groups=["P-256"])
+    names = []
+    sctx.sni_callback = lambda tls, name: names.append(name)
+    cctx = client_ctx(identity, groups=["P-384", "P-256"], minimum_version=TLS13)
+    cctx._enable_message_hook(True)
+    client = fasttls.newtls("client", cctx, "localhost")
+    received = []
+    fasttls.Context._watch_messages(client, lambda written, version, kind, data: received.append(
+        data[:1]) if not written and kind == 22 else None)
+    server = fasttls.newtls("server", sctx)
+    pump(client, server)
+    assert received.count(b"\x02") == 2, "a HelloRetryRequest, then the ServerHello"
+    assert names == ["localhost"]
+    assert len(signer.requests) == 1
+    assert client.version() == "TLSv1.3"
