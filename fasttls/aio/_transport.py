@@ -21,7 +21,7 @@ import ssl
 from asyncio import constants, transports
 from typing import Any, Callable, Dict, Optional
 
-from fasttls._errors import SSLError
+from fasttls._errors import KeylessError, SSLError
 from fasttls._tls import State
 
 logger = logging.getLogger("fasttls.aio")
@@ -194,9 +194,26 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
     def _handshake_timed_out(self) -> None:
         self._timer = None
         if not self._tls.finished() and not self._lost:
+            self._alert_abandoned_pause()
             self._handshake_failed(ConnectionAbortedError(
                 f"SSL handshake is taking longer than {self._handshake_timeout} seconds: "
                 f"aborting the connection"))
+
+    def _alert_abandoned_pause(self) -> None:
+        """The handshake timed out waiting for a keyless signature: fail it, so that the
+        handshake ends with an alert the client sees (not just a closed connection)."""
+        task, pause = self._pause_task, self._tls.pause
+        fail = getattr(pause, "fail", None)  # a SigningRequest (a session lookup has none)
+        if task is None or fail is None:
+            return
+        self._pause_task = None
+        task.cancel()
+        fail(KeylessError(f"no signature within ssl_handshake_timeout "
+                          f"({self._handshake_timeout} s)", "TIMEOUT"))
+        try:
+            self._tls.handshake()
+        except SSLError as exc:
+            self._send_raw(getattr(exc, "alert", b""))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -41,6 +41,25 @@ def loop(request):
     assert not errors, [e.get("message") for e in errors]
 
 
+class DeadlineSigner(LocalSigner):
+    """A signer with its own per-request deadline (as a key server client has): a key server
+    slower than it raises KeylessError TIMEOUT; requests for other names answer at once."""
+
+    def __init__(self, key_pem, slow_name, deadline):
+        super().__init__(key_pem)
+        self.slow_name, self.deadline = slow_name, deadline
+
+    async def sign_async(self, request):
+        self._note(request)
+        if request.server_name == self.slow_name:
+            try:
+                await asyncio.wait_for(asyncio.sleep(30), self.deadline)
+            except asyncio.TimeoutError:
+                raise fasttls.KeylessError("the key server did not answer in time",
+                                           "TIMEOUT") from None
+        return self.signature(request)
+
+
 class CountingSigner(LocalSigner):
     """Answers after `delay` on the loop; counts the requests in flight at once (with a blocked
     loop, or signatures one after another, there would never be more than one)."""
@@ -145,7 +164,8 @@ def test_handshake_timeout_while_signing(loop, identities, tmp_path):
         port = server.sockets[0].getsockname()[1]
         started = time.monotonic()
         try:
-            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            # the client is told (an alert), not just cut off
+            with pytest.raises(ssl.SSLError, match="(?i)internal.error"):
                 await asyncio.wait_for(loop.run_in_executor(None, fetch, port, cctx), BOUND)
         finally:
             server.close()
@@ -184,3 +204,37 @@ def test_client_leaves_while_signing(loop, identities, tmp_path):
 
     loop.run_until_complete(main())
     assert signer.cancelled == 1 and signer.in_flight == 0
+
+
+def test_slow_signer_alerts_within_its_deadline_others_unaffected(loop, identities, tmp_path):
+    identity = identities["ecdsa"]
+    signer = DeadlineSigner(identity.key_pem, "localhost", deadline=0.3)
+    slow_ctx = client_context(identity)
+    fast_ctx = client_context(identity)
+    fast_ctx.check_hostname = False  # the certificate does not name fast.example
+
+    def fetch_as(cctx, name):
+        with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as raw:
+            with cctx.wrap_socket(raw, server_hostname=name) as tls:
+                return tls.recv(2), time.monotonic()
+
+    async def main():
+        nonlocal port
+        server = await serve(keyless_server_context(identity, signer, tmp_path))
+        port = server.sockets[0].getsockname()[1]
+        started = time.monotonic()
+        slow = loop.run_in_executor(None, fetch_as, slow_ctx, "localhost")
+        fast = [loop.run_in_executor(None, fetch_as, fast_ctx, "fast.example") for _ in range(5)]
+        fast_results = await asyncio.wait_for(asyncio.gather(*fast), BOUND)
+        with pytest.raises(ssl.SSLError, match="(?i)internal.error"):
+            await asyncio.wait_for(slow, BOUND)
+        failed_at = time.monotonic()
+        server.close()
+        await server.wait_closed()
+        return started, fast_results, failed_at
+
+    port = None
+    started, fast_results, failed_at = loop.run_until_complete(main())
+    assert [data for data, _ in fast_results] == [b"ok"] * 5
+    assert failed_at - started < BOUND  # the signer's 0.3 s deadline, not its 30 s
+    assert len(signer.requests) == 6
