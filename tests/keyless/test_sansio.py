@@ -265,3 +265,33 @@ def test_hello_retry_request_then_signature(identities, keyless_ctx):
     assert names == ["localhost"]
     assert len(signer.requests) == 1
     assert client.version() == "TLSv1.3"
+
+
+def test_threads_interleaved(identities, keyless_ctx):
+    """Paused handshakes of one context in several threads at once, each thread interleaving
+    several connections' pauses: every signature goes to its own connection."""
+    import threading
+
+    identity = identities["ecdsa"]
+    sctx, signer = keyless_ctx(identity)
+    failures = []
+
+    def work():
+        try:
+            for _ in range(10):
+                pairs = [start(identity, sctx) for _ in range(4)]  # four paused at once
+                for client, server, out in reversed(pairs):
+                    server.pause.resolve(5.0)
+                    pump(client, server, client.handshake(out + server.handshake()))
+                    assert server.read(client.write(b"mine")) == b"mine"
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not failures, failures
+    assert len(signer.requests) == 6 * 10 * 4
