@@ -220,6 +220,9 @@ int fasttls_sign_scheme(fasttls_conn *c);
 const unsigned char *fasttls_sign_key_id(fasttls_conn *c);
 int fasttls_sign_answer(fasttls_conn *c, const unsigned char *sig, size_t len);
 void fasttls_sign_fail(fasttls_conn *c);
+/* Paused jobs of connections released on another thread, waiting for their own thread's next
+ * handshake step to end them (see fasttls_keyless.c, "ending paused jobs"). */
+int fasttls_keyless_orphans(void);
 
 /* Sealing session blobs with AES-256-GCM (fasttls_seal.c). A key is 32 bytes, copied into
  * memory of its own and wiped by fasttls_seal_key_free. fasttls_seal writes header | nonce |

@@ -69,12 +69,66 @@ struct fasttls_sign {
     EVP_PKEY *pub;       /* to check the answer (a reference) */
     unsigned char *sig;
     size_t sig_len;
-    pthread_t thread;    /* where the job was paused */
+    unsigned long thread; /* where the job was paused (thread_token) */
 };
 
 /* The connection whose handshake step runs on this thread: the provider's signature operation
  * has only its own context, and finds the connection here. */
 static __thread fasttls_conn *current_conn;
+
+/* Which thread a job belongs to: a number no other thread of the process ever gets (a pthread_t
+ * is reused once its thread has ended, and a job must never be resumed on the thread that
+ * merely inherited the id of its own). */
+struct thread_rec {
+    unsigned long token;
+    struct thread_rec *next;
+};
+
+static unsigned long last_token;
+static __thread unsigned long my_token;
+/* The threads alive that have a token, for orphan() (under orphans_lock, below): each thread's
+ * record is its own thread-local storage, unlisted by thread_ended before that goes. */
+static __thread struct thread_rec my_rec;
+static struct thread_rec *live_threads;
+static pthread_mutex_t orphans_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t thread_exit_key;
+static pthread_once_t thread_exit_once = PTHREAD_ONCE_INIT;
+static int thread_exit_key_ok;
+
+static void thread_ended(void *token);
+
+static void make_thread_exit_key(void)
+{
+    thread_exit_key_ok = pthread_key_create(&thread_exit_key, thread_ended) == 0;
+}
+
+static unsigned long thread_token(void)
+{
+    if (my_token == 0) {
+        my_token = __atomic_add_fetch(&last_token, 1, __ATOMIC_RELAXED);
+        pthread_once(&thread_exit_once, make_thread_exit_key);
+        /* Listed as alive only if thread_ended will unlist it when the thread ends. */
+        if (thread_exit_key_ok &&
+            pthread_setspecific(thread_exit_key, (void *)my_token) == 0) {
+            my_rec.token = my_token;
+            pthread_mutex_lock(&orphans_lock);
+            my_rec.next = live_threads;
+            live_threads = &my_rec;
+            pthread_mutex_unlock(&orphans_lock);
+        }
+    }
+    return my_token;
+}
+
+/* Under orphans_lock. */
+static int thread_alive(unsigned long token)
+{
+    struct thread_rec *t;
+    for (t = live_threads; t != NULL; t = t->next)
+        if (t->token == token)
+            return 1;
+    return 0;
+}
 
 static void sign_clear(struct fasttls_sign *r)
 {
@@ -451,7 +505,7 @@ static int sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t
     memcpy(r->key_id, s->key->key_id, sizeof(r->key_id));
     r->pub = s->key->pub;
     EVP_PKEY_up_ref(r->pub);
-    r->thread = pthread_self();
+    r->thread = thread_token();
     if (r->data == NULL || r->scheme == 0) {
         sign_clear(r);
         ERR_raise_data(ERR_LIB_EVP, EVP_R_OPERATION_NOT_SUPPORTED_FOR_THIS_KEYTYPE,
@@ -611,6 +665,8 @@ fail:
 
 /* ---- connections ---- */
 
+static void adopt_orphans(void); /* see "ending paused jobs" */
+
 int fasttls_keyless_prepare(fasttls_conn *c)
 {
     if (c->sign == NULL && (c->sign = calloc(1, sizeof(*c->sign))) == NULL)
@@ -622,11 +678,12 @@ int fasttls_keyless_prepare(fasttls_conn *c)
 int fasttls_keyless_enter(fasttls_conn *c)
 {
     if (c->sign != NULL && c->sign->state != SIGN_NONE &&
-        !pthread_equal(c->sign->thread, pthread_self())) {
+        c->sign->thread != thread_token()) {
         ERR_raise_data(ERR_LIB_SSL, ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED,
                        "a keyless handshake must be resumed on the thread that started it");
         return 0;
     }
+    adopt_orphans();
     current_conn = c;
     return 1;
 }
@@ -642,24 +699,140 @@ int fasttls_keyless_waiting(fasttls_conn *c)
     return c->sign != NULL && c->sign->state == SIGN_PENDING;
 }
 
-/* Before SSL_free: a paused job is resumed with a failure so that it ends (and goes back to
- * the thread's pool) instead of leaking with its fibre. Off the job's thread it cannot be
- * resumed safely: it is then left behind (a leak, never a crash). */
+/* ---- ending paused jobs ----
+ *
+ * SSL_free does not end a paused job (its fibre, its stack, what it holds would leak): before
+ * SSL_free, the job is resumed with the request failed, and ends. Only on its own thread,
+ * though. A connection released on another thread (a garbage collection there) gives its SSL
+ * to that thread instead, as an orphan: detached from the connection (a null BIO, no app data:
+ * the connection's memory goes now), ended and freed by the next handshake step the owning
+ * thread runs. A job whose thread has ended (or ends first) cannot be ended by anyone: its SSL
+ * is left behind, a leak, never a crash (see thread_ended). */
+
+struct orphan {
+    struct orphan *next;
+    SSL *ssl;
+    struct fasttls_sign *sign;
+};
+
+static struct orphan *orphans;
+static int orphan_count; /* read without the lock on the fast path: 0 almost always */
+
+static void end_job(SSL *ssl, struct fasttls_sign *r)
+{
+    fasttls_conn *was = current_conn;
+    r->state = SIGN_FAILED;
+    current_conn = NULL; /* the job reads its request, not this, once resumed */
+    SSL_do_handshake(ssl); /* the signature fails, the handshake with it, the job ends */
+    current_conn = was;
+    ERR_clear_error();
+}
+
+/* The orphans of `token` taken off the list. */
+static struct orphan *take_orphans(unsigned long token)
+{
+    struct orphan *mine = NULL, **p, *o;
+    pthread_mutex_lock(&orphans_lock);
+    for (p = &orphans; (o = *p) != NULL;) {
+        if (o->sign->thread == token) {
+            *p = o->next;
+            o->next = mine;
+            mine = o;
+            __atomic_sub_fetch(&orphan_count, 1, __ATOMIC_RELAXED);
+        } else {
+            p = &o->next;
+        }
+    }
+    pthread_mutex_unlock(&orphans_lock);
+    return mine;
+}
+
+static void adopt_orphans(void)
+{
+    struct orphan *mine, *o;
+    if (__atomic_load_n(&orphan_count, __ATOMIC_RELAXED) == 0)
+        return;
+    mine = take_orphans(thread_token());
+    while ((o = mine) != NULL) {
+        mine = o->next;
+        end_job(o->ssl, o->sign);
+        SSL_free(o->ssl);
+        sign_clear(o->sign);
+        free(o->sign);
+        free(o);
+    }
+}
+
+/* A thread ended with orphans: nobody may resume their jobs any more. They are dropped from
+ * the list (so that other threads' steps stop looking), their SSL objects and jobs left as they
+ * are: a leak, never a crash. */
+static void thread_ended(void *token)
+{
+    struct thread_rec **t;
+    struct orphan *gone, *o;
+    pthread_mutex_lock(&orphans_lock);
+    for (t = &live_threads; *t != NULL; t = &(*t)->next)
+        if ((*t)->token == (unsigned long)token) {
+            *t = (*t)->next;
+            break;
+        }
+    pthread_mutex_unlock(&orphans_lock);
+    gone = take_orphans((unsigned long)token);
+    while ((o = gone) != NULL) {
+        gone = o->next;
+        free(o);
+    }
+}
+
+static int orphan(fasttls_conn *c)
+{
+    struct orphan *o = malloc(sizeof(*o));
+    BIO *null = BIO_new(BIO_s_null());
+    if (o == NULL || null == NULL) {
+        free(o);
+        BIO_free(null);
+        return 0;
+    }
+    pthread_mutex_lock(&orphans_lock);
+    if (!thread_alive(c->sign->thread)) {
+        /* Its thread has ended: nobody can end the job. The SSL stays with it (a leak). */
+        pthread_mutex_unlock(&orphans_lock);
+        free(o);
+        BIO_free(null);
+        c->ssl = NULL;
+        c->sign = NULL;
+        return 1;
+    }
+    SSL_set_bio(c->ssl, null, null); /* the connection's BIO, and its buffers, let go */
+    SSL_set_app_data(c->ssl, NULL);  /* callbacks see no connection */
+    o->ssl = c->ssl;
+    o->sign = c->sign;
+    o->next = orphans;
+    orphans = o;
+    __atomic_add_fetch(&orphan_count, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&orphans_lock);
+    c->ssl = NULL;
+    c->sign = NULL;
+    return 1;
+}
+
+int fasttls_keyless_orphans(void)
+{
+    return __atomic_load_n(&orphan_count, __ATOMIC_RELAXED);
+}
+
 void fasttls_keyless_unwind(fasttls_conn *c)
 {
     struct fasttls_sign *r = c->sign;
     if (r == NULL)
         return;
     if (r->state != SIGN_NONE && c->ssl != NULL) {
-        if (pthread_equal(r->thread, pthread_self())) {
-            r->state = SIGN_FAILED;
-            current_conn = c;
-            SSL_do_handshake(c->ssl);
-            current_conn = NULL;
-            ERR_clear_error();
-        } else {
-            c->ssl = NULL; /* the SSL stays with its job */
-        }
+        if (r->thread == thread_token())
+            end_job(c->ssl, r);
+        else if (orphan(c))
+            return;
+        else
+            c->ssl = NULL; /* no memory even for that: the SSL stays with its job (a leak) */
     }
     sign_clear(r);
     free(r);
@@ -741,6 +914,7 @@ int fasttls_keyless_enter(fasttls_conn *c) { (void)c; return 1; }
 void fasttls_keyless_leave(fasttls_conn *c) { (void)c; }
 int fasttls_keyless_waiting(fasttls_conn *c) { (void)c; return 0; }
 void fasttls_keyless_unwind(fasttls_conn *c) { (void)c; }
+int fasttls_keyless_orphans(void) { return 0; }
 const unsigned char *fasttls_sign_data(fasttls_conn *c, size_t *len)
 {
     (void)c;

@@ -21,6 +21,7 @@ the client an internal_error alert and raise KeylessError naming the cause.
 The handshake must be continued on the thread that started it (an OpenSSL ASYNC job; the
 drivers always do), and resumed handshakes need no signature at all.
 """
+import weakref
 from typing import Any, Optional, Protocol, Union
 
 from fasttls._binding import ffi, lib
@@ -79,7 +80,10 @@ class SigningRequest:
         conn = tls._conn
         length = ffi.new("size_t *")
         raw = lib.fasttls_sign_data(conn, length)
-        self._tls = tls
+        # Weakly: the connection holds this (TLS.pause); a strong reference back would make a
+        # cycle, and a connection dropped while it waits would then go only with the garbage
+        # collector, on whatever thread runs it. Without its connection, a request is moot.
+        self._tls: Optional[weakref.ref] = weakref.ref(tls)
         self._signer = signer
         self.data: bytes = ffi.unpack(ffi.cast("char *", raw), length[0]) if raw else b""
         self.scheme: int = lib.fasttls_sign_scheme(conn)
@@ -98,12 +102,12 @@ class SigningRequest:
 
     @property
     def resolved(self) -> bool:
-        return self._tls is None
+        return self._tls is None or self._tls() is None
 
     def answer(self, signature: Union[bytes, bytearray, memoryview]) -> None:
         """Hand in the signature. One that does not verify against the certificate (or has the
         wrong length) fails the request instead: the handshake then fails with an alert."""
-        tls, self._tls = self._tls, None
+        tls = self._take_tls()
         if tls is None:
             return
         if not isinstance(signature, (bytes, bytearray, memoryview)):
@@ -129,7 +133,7 @@ class SigningRequest:
         """No signature: the handshake fails (an alert for the client; the next handshake
         call raises KeylessError). A KeylessError is kept as it is; another exception or a
         text becomes one."""
-        tls, self._tls = self._tls, None
+        tls = self._take_tls()
         if tls is None:
             return
         if isinstance(exc_or_reason, KeylessError):
@@ -140,6 +144,12 @@ class SigningRequest:
         else:
             error = KeylessError(f"the signer failed: {exc_or_reason}", "SIGNER_ERROR")
         self._failed(tls, error)
+
+    def _take_tls(self) -> Any:
+        """The connection, once: only the first answer counts (None after it, or if the
+        connection is gone)."""
+        ref, self._tls = self._tls, None
+        return ref() if ref is not None else None
 
     def _failed(self, tls: Any, error: KeylessError, engine: bool = True) -> None:
         self.error = error

@@ -221,6 +221,16 @@ def test_resumed_on_another_thread_is_refused(identities, keyless_ctx):
     with pytest.raises(fasttls.SSLError, match="thread that started it"):
         box["server"].handshake()
     assert box["server"].state is fasttls.State.HANDSHAKING  # still continuable there
+    # released after its thread ended: nobody can end the job; left behind, no crash, and not
+    # kept as an orphan that every later handshake step would look at
+    import gc
+
+    from fasttls._binding import lib
+
+    before = lib.fasttls_keyless_orphans()
+    box.clear()
+    gc.collect()
+    assert lib.fasttls_keyless_orphans() == before
 
 
 def test_newctx_options(identities):
@@ -295,3 +305,67 @@ def test_threads_interleaved(identities, keyless_ctx):
     assert not any(thread.is_alive() for thread in threads)
     assert not failures, failures
     assert len(signer.requests) == 6 * 10 * 4
+
+
+def test_released_on_another_thread_is_ended_by_its_own(identities, keyless_ctx):
+    """A connection released on another thread than its paused job's (a garbage collection
+    there): the job goes back to its own thread, which ends it at its next handshake step."""
+    import gc
+    import threading
+
+    from fasttls._binding import lib
+
+    identity = identities["ecdsa"]
+    sctx, signer = keyless_ctx(identity)
+    box = {}
+    paused, go_on, done = threading.Event(), threading.Event(), threading.Event()
+
+    def owner():
+        box["server"] = start(identity, sctx)[1]
+        paused.set()
+        go_on.wait(10)
+        client, server, out = start(identity, sctx)  # any handshake step of this thread
+        box["after"] = lib.fasttls_keyless_orphans()
+        server.pause.resolve(5.0)
+        pump(client, server, client.handshake(out + server.handshake()))
+        done.set()
+
+    thread = threading.Thread(target=owner)
+    thread.start()
+    assert paused.wait(10)
+    before = lib.fasttls_keyless_orphans()
+    del box["server"]
+    gc.collect()
+    assert lib.fasttls_keyless_orphans() == before + 1
+    go_on.set()
+    assert done.wait(10)
+    thread.join(10)
+    assert box["after"] == before
+
+
+def test_orphan_dropped_when_its_thread_ends(identities, keyless_ctx):
+    import gc
+    import threading
+
+    from fasttls._binding import lib
+
+    identity = identities["ecdsa"]
+    sctx, _ = keyless_ctx(identity)
+    box = {}
+    paused, go_on = threading.Event(), threading.Event()
+
+    def owner():
+        box["server"] = start(identity, sctx)[1]
+        paused.set()
+        go_on.wait(10)  # then ends without another handshake step
+
+    thread = threading.Thread(target=owner)
+    thread.start()
+    assert paused.wait(10)
+    before = lib.fasttls_keyless_orphans()
+    box.clear()
+    gc.collect()
+    assert lib.fasttls_keyless_orphans() == before + 1
+    go_on.set()
+    thread.join(10)
+    assert lib.fasttls_keyless_orphans() == before
