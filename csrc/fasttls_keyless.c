@@ -430,7 +430,7 @@ static int sig_digest_sign_init(void *ctx, const char *mdname, void *kd, const O
     if (s == NULL || k == NULL || !k->opaque)
         return 0;
     if (mdname == NULL)
-        mdname = k->rsa ? "SHA256" : "SHA256";
+        mdname = "SHA256"; /* never the case in TLS, which always names its digest */
     /* Only digests that exist and that TLS signs with (not SHA-1 under our security level,
      * which libssl already enforces). */
     md = EVP_MD_fetch(NULL, mdname, NULL);
@@ -533,24 +533,21 @@ static int sig_digest_sign(void *ctx, unsigned char *sig, size_t *siglen, size_t
     return ok;
 }
 
-#define SIGNATURE_FUNCTIONS                                                                    \
-    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))sig_newctx},                                  \
-        {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))sig_freectx},                            \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))sig_digest_sign_init},          \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void))sig_digest_sign},                    \
-        {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))sig_set_ctx_params},              \
-        {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))sig_settable_ctx_params},    \
-    {                                                                                          \
-        0, NULL                                                                                \
-    }
-
-static const OSSL_DISPATCH signature_functions[] = {SIGNATURE_FUNCTIONS};
+static const OSSL_DISPATCH signature_functions[] = {
+    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))sig_newctx},
+    {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))sig_freectx},
+    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))sig_digest_sign_init},
+    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void))sig_digest_sign},
+    {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))sig_set_ctx_params},
+    {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))sig_settable_ctx_params},
+    {0, NULL}};
 
 /* ---- the provider ---- */
 
 static const OSSL_ALGORITHM keymgmt_algorithms[] = {
     /* The names libssl tells key types apart by (EVP_PKEY_is_a with the certificate NIDs' short
-     * names, "RSA" for the padding controls); they alias the default provider's. */
+     * names, "RSA" for the padding controls): why the provider has a library context of its
+     * own (see provider_load). */
     {"EC:id-ecPublicKey", PROVIDER_PROPS, keymgmt_ec, "fasttls keyless EC key"},
     {"RSA:rsaEncryption", PROVIDER_PROPS, keymgmt_rsa, "fasttls keyless RSA key"},
     {NULL, NULL, NULL, NULL}};
