@@ -141,3 +141,33 @@ def test_slow_signer_times_out_others_unaffected(identities, with_dir, driver):
     assert fast_done < failed_at
     slow = [r for r in server.results if r.error is not None]
     assert len(slow) == 1 and slow[0].error.reason == "TIMEOUT", [r.error for r in server.results]
+
+
+def test_dropin_sslobject_with_stdlib_sslobject(identities, with_dir):
+    """The drop-in's memory-BIO SSLObject (what asyncio's sslproto drives): do_handshake
+    resolves the signing pause itself (blocking, bounded by the signer) and goes on."""
+    identity = with_dir(identities["rsa"])
+    signer = LocalSigner(identity.key_pem)
+    sctx = server_context("dropin", identity, signer)
+    cctx = ssl.create_default_context(cadata=identity.ca_pem.decode())
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = cctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    server = sctx.wrap_bio(s_in, s_out, server_side=True)
+    done = {client: False, server: False}
+    for _ in range(20):
+        for obj in (client, server):
+            if not done[obj]:
+                try:
+                    obj.do_handshake()
+                    done[obj] = True
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done.values()):
+            break
+    assert all(done.values())
+    assert len(signer.requests) == 1 and signer.requests[0].scheme_name == "rsa_pss_rsae_sha256"
+    client.write(b"over memory")
+    s_in.write(c_out.read())
+    assert server.read(100) == b"over memory"
