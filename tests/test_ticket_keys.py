@@ -419,3 +419,76 @@ def test_the_drop_in_context_reports_the_same_errors():
     ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with pytest.raises(ValueError, match="is 10 bytes"):
         ctx.set_session_ticket_keys([b"0123456789"])
+
+
+# ----------------------------------------------------------------------------- openssl s_client
+
+
+def s_client(openssl, tmp_path, port, version, *session_args):
+    """`openssl s_client` for one request; returns its output (it exits at close_notify)."""
+    flag = {TLS12: "-tls1_2", TLS13: "-tls1_3"}[version]
+    done = subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+         flag, "-ign_eof", *session_args],
+        input=b"GET\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        timeout=PROCESS_TIMEOUT, cwd=tmp_path)
+    return done.stdout.decode("latin-1")
+
+
+def ticket_of(openssl, session_file):
+    """The ticket bytes of a session that s_client saved (from `openssl sess_id -text`)."""
+    text = subprocess.run([openssl, "sess_id", "-in", str(session_file), "-noout", "-text"],
+                          stdout=subprocess.PIPE, check=True, timeout=PROCESS_TIMEOUT).stdout
+    dump = text.decode().split("TLS session ticket:", 1)[1]
+    ticket = bytearray()
+    for line in dump.splitlines()[1:]:
+        match = re.match(r"\s*[0-9a-f]{4} - ((?:[0-9a-f]{2}[ -]{1,2})+)", line)
+        if not match:
+            break
+        ticket += bytes.fromhex(match.group(1).replace("-", " "))
+    assert ticket, f"no ticket in the session: {text!r}"
+    return bytes(ticket)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_openssl_s_client_resumes_across_contexts(rsa_identity, version, tmp_path):
+    openssl = require_program("openssl")
+    keys = [new_key()]
+    session = tmp_path / "session.pem"
+    with serving(server_context(rsa_identity, keys), server_context(rsa_identity, keys)) as (
+            a, b):
+        first = s_client(openssl, tmp_path, a.port, version, "-sess_out", str(session))
+        assert "reused=0" in first and re.search(r"^New, ", first, re.M), first
+        second = s_client(openssl, tmp_path, b.port, version, "-sess_in", str(session))
+        assert "reused=1" in second and re.search(r"^Reused, ", second, re.M), second
+        assert a.reused == [False] and b.reused == [True]
+
+
+@pytest.mark.parametrize("size", [80, 48])
+def test_tickets_follow_nginx_key_layout(rsa_identity, tmp_path, size):
+    """Decrypt a ticket s_client received, outside fasttls, with the key split the way nginx
+    reads its key files: name | HMAC-SHA256 secret (32) | AES-256 key (32) for 80 bytes, name |
+    AES-128 key (16) | HMAC secret (16) for 48. The ticket is OpenSSL's RFC 5077 layout: key name,
+    IV, AES-CBC ciphertext of the session, HMAC-SHA256 of all that."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    openssl = require_program("openssl")
+    key = new_key(size)
+    name, hmac_key, aes_key = (key[:16], key[16:48], key[48:]) if size == 80 else (
+        key[:16], key[32:48], key[16:32])
+    session = tmp_path / "session.pem"
+    with serving(server_context(rsa_identity, [key], TLS12)) as (server,):
+        s_client(openssl, tmp_path, server.port, TLS12, "-sess_out", str(session))
+    ticket = ticket_of(openssl, session)
+    assert ticket[:16] == name
+    mac = hmac.new(hmac_key, ticket[:-32], hashlib.sha256).digest()
+    assert hmac.compare_digest(mac, ticket[-32:])
+    decryptor = Cipher(algorithms.AES(aes_key), modes.CBC(ticket[16:32])).decryptor()
+    padded = decryptor.update(ticket[32:-32]) + decryptor.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    plain = unpadder.update(padded) + unpadder.finalize()
+    assert plain[0] == 0x30  # a DER SEQUENCE: OpenSSL's encoded SSL_SESSION
