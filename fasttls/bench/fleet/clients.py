@@ -7,6 +7,7 @@ reload generation, which the sharing mode's model turns into "should this have r
 run counts, not times, what matters: resumed returning connections, those that could not resume
 because their ticket's key was rotated out, and any other miss (which should be none)."""
 import queue
+import random
 import re
 import socket
 import ssl
@@ -166,11 +167,16 @@ class Tally:
 
 
 def run_round(clients: List[ReturningClient], address, sharing: Sharing, threads: int = 1,
-              on_visit: Optional[Callable[[Visit], None]] = None) -> Tally:
-    """Every client connects once, `threads` at a time. The first failure is raised after the
-    round (no thread is left running)."""
+              on_visit: Optional[Callable[[Visit], None]] = None, shuffle: bool = True) -> Tally:
+    """Every client connects once, `threads` at a time, in a random order (in a fixed order,
+    round robin over a number of servers that divides the number of clients would send each
+    client to the same server every time). The first failure is raised after the round (no
+    thread is left running)."""
+    order = list(clients)
+    if shuffle:
+        random.shuffle(order)
     work: "queue.Queue[ReturningClient]" = queue.Queue()
-    for client in clients:
+    for client in order:
         work.put(client)
     tally = Tally()
     lock = threading.Lock()

@@ -73,7 +73,10 @@ class Fleet:
 
     def __init__(self, mode: str, workdir: str, certfile: str, keyfile: str, *,
                  servers: int = 3, impl: str = "fasttls", version: Optional[str] = None,
-                 haproxy: str = "haproxy", **mode_options: Any) -> None:
+                 haproxy: str = "haproxy", ca_pem: Optional[bytes] = None,
+                 **mode_options: Any) -> None:
+        """`ca_pem`: what the harness trusts when it asks a server for its counters (default:
+        the certificate itself, for a self-signed one)."""
         self.sharing: Sharing = sharing(mode, workdir, **mode_options)
         self.mode = mode
         self.workdir = workdir
@@ -83,8 +86,10 @@ class Fleet:
         self.servers: List[Tuple[str, subprocess.Popen, int]] = []  # (name, process, port)
         self.haproxy: Optional[subprocess.Popen] = None
         self.address: Tuple[str, int] = ("127.0.0.1", 0)
-        with open(certfile, "rb") as f:
-            self._stats_ctx = ssl.create_default_context(cadata=f.read().decode("ascii"))
+        if ca_pem is None:
+            with open(certfile, "rb") as f:
+                ca_pem = f.read()
+        self._stats_ctx = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
 
     # ---- lifetime
 
@@ -137,7 +142,8 @@ class Fleet:
             match = re.search(rb"LISTENING (\d+)\n", seen)
             if match:
                 return int(match.group(1))
-        errors = open(os.path.join(self.workdir, f"{name}.err"), "rb").read()[-2000:]
+        with open(os.path.join(self.workdir, f"{name}.err"), "rb") as f:
+            errors = f.read()[-2000:]
         raise FleetError(f"fleet server {name} did not start: {errors.decode(errors='replace')}")
 
     def _start_haproxy(self) -> None:
@@ -158,7 +164,8 @@ class Fleet:
                 _wait_listening(port, proc)
             except FleetError:
                 self._stop_haproxy()
-                output = open(os.path.join(self.workdir, "haproxy.log"), "rb").read()
+                with open(os.path.join(self.workdir, "haproxy.log"), "rb") as f:
+                    output = f.read()
                 if b"cannot bind" in output or b"in use" in output:
                     continue
                 raise FleetError(f"haproxy did not start: {output[-2000:]!r}") from None
