@@ -492,3 +492,25 @@ def test_tickets_follow_nginx_key_layout(rsa_identity, tmp_path, size):
     unpadder = padding.PKCS7(128).unpadder()
     plain = unpadder.update(padded) + unpadder.finalize()
     assert plain[0] == 0x30  # a DER SEQUENCE: OpenSSL's encoded SSL_SESSION
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_two_server_processes_sharing_a_key_file(rsa_identity, tmp_path, version):
+    """Two fasttls server processes (the fleet's server, fasttls.aio), each loading the same
+    nginx-format key file: a ticket of one resumes on the other, both ways."""
+    from fasttls.bench.fleet import Fleet, ReturningClient, stdlib_client_context
+
+    paths = rsa_identity.write(tmp_path)
+    with Fleet("tickets", str(tmp_path), str(paths["cert"]), str(paths["key"]), servers=2,
+               version=version, haproxy=None, ca_pem=rsa_identity.ca_pem) as fleet:
+        first, second = (("127.0.0.1", port) for port in fleet.ports())
+        client = ReturningClient(0, stdlib_client_context(rsa_identity.ca_pem, version))
+        visits = [client.visit(address, fleet.sharing) for address in (first, second, first)]
+        stats = fleet.stats()
+    assert [(v.server, v.resumed) for v in visits] == [("s0", False), ("s1", True),
+                                                      ("s0", True)]
+    assert all(v.version == f"TLSv{version}" for v in visits)
+    assert stats["s1"]["tickets"]["current"] == 1 and stats["s0"]["tickets"]["current"] == 1

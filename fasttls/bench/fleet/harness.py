@@ -73,10 +73,11 @@ class Fleet:
 
     def __init__(self, mode: str, workdir: str, certfile: str, keyfile: str, *,
                  servers: int = 3, impl: str = "fasttls", version: Optional[str] = None,
-                 haproxy: str = "haproxy", ca_pem: Optional[bytes] = None,
+                 haproxy: Optional[str] = "haproxy", ca_pem: Optional[bytes] = None,
                  **mode_options: Any) -> None:
         """`ca_pem`: what the harness trusts when it asks a server for its counters (default:
-        the certificate itself, for a self-signed one)."""
+        the certificate itself, for a self-signed one). `haproxy=None`: servers only, no
+        balancer (`ports()` gives their addresses)."""
         self.sharing: Sharing = sharing(mode, workdir, **mode_options)
         self.mode = mode
         self.workdir = workdir
@@ -97,7 +98,8 @@ class Fleet:
         try:
             for i in range(self.count):
                 self.servers.append(self._start_server(f"s{i}"))
-            self._start_haproxy()
+            if self.haproxy_program is not None:
+                self._start_haproxy()
         except BaseException:
             self.stop()
             raise
@@ -147,6 +149,7 @@ class Fleet:
         raise FleetError(f"fleet server {name} did not start: {errors.decode(errors='replace')}")
 
     def _start_haproxy(self) -> None:
+        assert self.haproxy_program is not None
         lines = "\n".join(f"    server {name} 127.0.0.1:{port}"
                           for name, _proc, port in self.servers)
         for _attempt in range(5):  # a free port can be taken before haproxy binds it
@@ -206,6 +209,10 @@ class Fleet:
 
     def server_names(self) -> List[str]:
         return [name for name, _proc, _port in self.servers]
+
+    def ports(self) -> List[int]:
+        """Each server's own port (haproxy's frontend is `address`)."""
+        return [port for _name, _proc, port in self.servers]
 
     def ask(self, port: int) -> Dict[str, Any]:
         """One server's counters, over TLS directly to it (not through haproxy)."""
