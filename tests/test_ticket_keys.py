@@ -514,3 +514,58 @@ def test_two_server_processes_sharing_a_key_file(rsa_identity, tmp_path, version
                                                       ("s0", True)]
     assert all(v.version == f"TLSv{version}" for v in visits)
     assert stats["s1"]["tickets"]["current"] == 1 and stats["s0"]["tickets"]["current"] == 1
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def test_keys_replaced_while_handshakes_run_in_other_threads(rsa_identity):
+    """One thread rotates the keys as fast as it can (each new key current, the one before
+    kept as previous) while others resume handshakes in memory: every handshake completes,
+    none fails, and the tickets keep resuming (each client's ticket is at most one rotation
+    old, or, when two rotations passed since, falls back to a full handshake)."""
+    from support.pump import pump
+
+    ctx = server_context(rsa_identity, [new_key()])
+    client_ctx = fasttls.newctx(cadata=rsa_identity.ca_pem)
+    stop = threading.Event()
+    errors, counts = [], {"resumed": 0, "full": 0, "rotations": 0}
+    lock = threading.Lock()
+
+    def rotate():
+        previous = new_key()
+        for _ in range(100000):
+            if stop.is_set():
+                return
+            current = new_key()
+            ctx.set_session_ticket_keys([current, previous])
+            previous = current
+            counts["rotations"] += 1
+
+    def handshakes():
+        session = None
+        try:
+            for _ in range(150):
+                client = fasttls.newtls("client", client_ctx, "localhost", session=session)
+                server = fasttls.newtls("server", ctx)
+                pump(client, server)
+                client.read(server.write(b"x"))  # TLS 1.3 tickets reach the client here
+                with lock:
+                    counts["resumed" if client.session_reused() else "full"] += 1
+                session = client.session
+        except Exception as exc:
+            errors.append(exc)
+
+    rotator = threading.Thread(target=rotate, daemon=True)
+    workers = [threading.Thread(target=handshakes, daemon=True) for _ in range(3)]
+    rotator.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    stop.set()
+    rotator.join(30)
+    assert not rotator.is_alive() and not any(w.is_alive() for w in workers)
+    assert not errors, errors[0]
+    assert counts["resumed"] + counts["full"] == 450
+    assert counts["rotations"] > 10 and counts["resumed"] > 0, counts
