@@ -14,7 +14,6 @@ import re
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 
 import pytest

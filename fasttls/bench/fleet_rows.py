@@ -47,8 +47,8 @@ def _setup(env, side):
                              f"against the model: {tally.mismatches[:3]}")
         total.merge(tally)
         env.notes[f"fleet_tickets {side}"] = (
-            f"{SERVERS[side]}: {total.resumption_rate:.1%} of {total.returning} returning connections resumed, "
-            f"{total.cross_server} on another server than their ticket's")
+            f"{SERVERS[side]}: {total.resumption_rate:.1%} of {total.returning} returning "
+            f"connections resumed, {total.cross_server} on another server than their ticket's")
         return tally.connections
 
     # One checked connection: the suite the whole benchmark runs on.

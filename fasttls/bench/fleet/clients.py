@@ -68,10 +68,10 @@ class ReturningClient:
                 import fasttls
 
                 tls = fasttls.newtls("client", self.ctx, self.hostname, session=self.session)
-                fasttls.init_requestfunc(raw, tls)()
+                fasttls.init_requestfunc(raw, tls)(None)
                 fasttls.writefunc(raw, tls)(b"GET\n")
                 read = fasttls.readfunc(raw, tls)
-                data = _read_all(read)
+                data = _read_all(lambda: read(None))
                 return data, tls.session_reused(), tls.session, tls.cipher()
             with self.ctx.wrap_socket(raw, server_hostname=self.hostname,
                                       session=self.session) as sock:
@@ -162,8 +162,8 @@ class Tally:
         return (f"{self.connections} connections, {self.returning} returning, "
                 f"{self.resumed} resumed ({self.resumption_rate:.1%}), "
                 f"{self.expected_misses} expected misses (rotated-out key, or no sharing), "
-                f"{self.unexpected} other misses, {self.cross_server} resumed on another server; by server "
-                f"{dict(sorted(self.by_server.items()))}")
+                f"{self.unexpected} other misses, {self.cross_server} resumed on another "
+                f"server; by server {dict(sorted(self.by_server.items()))}")
 
 
 def run_round(clients: List[ReturningClient], address, sharing: Sharing, threads: int = 1,

@@ -14,6 +14,7 @@ then the server closes the connection with close_notify."""
 import argparse
 import asyncio
 import json
+import os
 import signal
 import ssl
 import sys
@@ -105,8 +106,8 @@ class FleetServer:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         # Standard input closing (the harness exited) stops the server too.
-        loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(
-            4096) else None)
+        stdin = sys.stdin.fileno()
+        loop.add_reader(stdin, lambda: None if os.read(stdin, 4096) else stop.set())
         server = await asyncio.start_server(self.handle, "127.0.0.1", port, ssl=self.ctx,
                                             backlog=512)
         bound = server.sockets[0].getsockname()[1]
