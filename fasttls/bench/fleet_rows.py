@@ -56,7 +56,7 @@ def _setup(env, side):
     visit = probe.visit(fleet.address, fleet.sharing)
     if visit.cipher is None:
         raise BenchError("fleet: no cipher negotiated")
-    env.check_negotiated(side, "fleet server", visit.cipher[0], visit.cipher[1])
+    env.check_negotiated(side, "server", visit.cipher[0], visit.cipher[1])
     return run
 
 
