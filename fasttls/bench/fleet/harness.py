@@ -96,6 +96,7 @@ class Fleet:
 
     def start(self) -> "Fleet":
         try:
+            self.sharing.start()
             for i in range(self.count):
                 self.servers.append(self._start_server(f"s{i}"))
             if self.haproxy_program is not None:
@@ -198,6 +199,7 @@ class Fleet:
                     with contextlib.suppress(OSError):
                         stream.close()
         self.servers = []
+        self.sharing.stop()
 
     def __enter__(self) -> "Fleet":
         return self.start()

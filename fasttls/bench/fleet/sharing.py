@@ -7,7 +7,8 @@ A mode has two halves:
   and a model of which returning connection should resume (`expect()`), so a run can tell a
   resumption lost to a rotated-out key from any other loss;
 * in each server process, `apply(ctx, config)`: configure the server context at start and again
-  on every reload (SIGHUP).
+  on every reload (SIGHUP);
+* `start()`/`stop()` around the fleet's life, for what a mode runs itself (a store's server).
 
 Modes: "tickets" (shared session-ticket keys, nginx's key files), "none" (each server its own
 key: the baseline). A session-store mode (Redis) plugs in the same way: register it in MODES.
@@ -40,6 +41,12 @@ class Sharing:
     def __init__(self, workdir: str) -> None:
         self.workdir = workdir
         self.generation = 0  # how many reloads the servers were told to do
+
+    def start(self) -> None:
+        """Before the servers start: bring up what the mode needs (a store's server, say)."""
+
+    def stop(self) -> None:
+        """After the servers stopped: tear that down (called even if start() failed)."""
 
     def server_config(self) -> Dict[str, Any]:
         """Handed to every server process (as JSON) for apply()."""
