@@ -568,3 +568,29 @@ def test_keys_replaced_while_handshakes_run_in_other_threads(rsa_identity):
     assert not errors, errors[0]
     assert counts["resumed"] + counts["full"] == 450
     assert counts["rotations"] > 10 and counts["resumed"] > 0, counts
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_after_an_sni_switch_the_first_contexts_keys_apply(rsa_identity, version):
+    """OpenSSL encrypts and decrypts tickets with the callback of the context a connection was
+    made from (its session context), even after sni_callback switched it to another: so do
+    the keys (as nginx's)."""
+    from support.pump import pump
+
+    shared = [new_key()]
+    front = server_context(rsa_identity, shared, version)
+    switched_to = server_context(rsa_identity, [new_key()], version)
+    front.sni_callback = lambda tls, name: switched_to
+    elsewhere = server_context(rsa_identity, shared, version)
+    cctx = fasttls.newctx(cadata=rsa_identity.ca_pem, minimum_version=version,
+                          maximum_version=version)
+    session = None
+    for ctx, resumed in ((front, False), (elsewhere, True), (front, True)):
+        client = fasttls.newtls("client", cctx, "localhost", session=session)
+        server = fasttls.newtls("server", ctx)
+        pump(client, server)
+        client.read(server.write(b"x"))
+        assert client.session_reused() is resumed
+        session = client.session
+    assert switched_to.session_ticket_stats()["issued"] == 0
+    assert front.session_ticket_stats()["current"] == 1
