@@ -59,6 +59,8 @@ def read_key_files(paths: Union[KeyPath, Sequence[KeyPath]]) -> Tuple[bytearray,
                 chunk = bytearray(max(KEY_LENGTHS) + 1)
                 try:
                     size = f.readinto(chunk)
+                    if size > max(KEY_LENGTHS):  # say how long the file really is
+                        size = max(size, os.fstat(f.fileno()).st_size)
                     _check_length(size, f"the session ticket key file {name!r}")
                     packed += memoryview(chunk)[:size]
                 finally:

@@ -398,12 +398,12 @@ def test_key_files_that_cannot_be_used(tmp_path):
     short = tmp_path / "short.key"
     short.write_bytes(new_key()[:79])
     long = tmp_path / "long.key"
-    long.write_bytes(new_key() + b"\n")
+    long.write_bytes(new_key() + b"\n" * 20)
     with pytest.raises(FileNotFoundError, match="missing.key"):
         ctx.load_session_ticket_keys([good, tmp_path / "missing.key"])
     with pytest.raises(ValueError, match=r"short\.key' is 79 bytes"):
         ctx.load_session_ticket_keys([good, short])
-    with pytest.raises(ValueError, match=r"long\.key' is 81 bytes"):
+    with pytest.raises(ValueError, match=r"long\.key' is 100 bytes"):
         ctx.load_session_ticket_keys(str(long))
     with pytest.raises(IsADirectoryError):
         ctx.load_session_ticket_keys(tmp_path)
