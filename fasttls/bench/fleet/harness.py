@@ -55,6 +55,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGKILL when the harness dies, so a harness killed
+    without its teardown leaves no haproxy behind (the servers watch their stdin instead)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -161,7 +171,8 @@ class Fleet:
             log = open(os.path.join(self.workdir, "haproxy.log"), "wb")
             proc = subprocess.Popen([self.haproxy_program, "-db", "-f", conf],
                                     stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=self.workdir)
+                                    stderr=subprocess.STDOUT, cwd=self.workdir,
+                                    preexec_fn=_die_with_parent)
             log.close()
             self.haproxy = proc
             try:
