@@ -6,7 +6,8 @@
  *   fasttls_conn.c  connections: creation, handshake, read, write, shutdown, in-flight counting
  *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
- *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake */
+ *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
+ *   fasttls_ocsp.c  OCSP stapling: the status callback of both roles, checking responses */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
 
@@ -63,6 +64,11 @@ FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 /* The readers-writer lock guarding a context's configuration (NULL for a context that
  * fasttls_ctx_new did not make). */
 FASTTLS_INTERNAL CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx);
+
+/* ---- fasttls_ocsp.c ---- */
+
+/* Called by fasttls_init: the ex_data indexes. */
+FASTTLS_INTERNAL int fasttls_ocsp_init(void);
 
 /* ---- fasttls_x509.c ---- */
 

@@ -841,6 +841,13 @@ class TLS:
     def session_reused(self) -> bool:
         return bool(lib.SSL_session_reused(self._ssl()))
 
+    def ocsp_response(self) -> Optional[bytes]:
+        """Client side: the DER OCSP response the server stapled, or None (not asked for: see
+        Context.ocsp_stapling; none sent; a resumed session; a server connection)."""
+        der = ffi.new("const unsigned char **")
+        n = lib.fasttls_conn_ocsp_response(self._conn, der)
+        return _unpack(ffi.cast("char *", der[0]), n) if n > 0 else None
+
     @property
     def session(self) -> Optional[Session]:
         ptr = lib.SSL_get1_session(self._ssl())

@@ -1,0 +1,236 @@
+"""OCSPStapler: keep a server Context stapled with a fresh, checked OCSP response.
+
+The request is built in C for the context's certificate and its issuer (from the context's
+chain, else its trust store), POSTed with the stdlib's urllib to the responder the certificate
+names (authorityInfoAccess), checked in C exactly as a client in require mode checks it (signed
+by the issuer or its delegated responder, status good, within thisUpdate/nextUpdate), and
+stapled with Context.set_ocsp_response. A refresher thread (optional) fetches the next one
+halfway through the current one's validity, retries failures, and withdraws a staple that
+expired rather than keep sending it."""
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from typing import Any, Callable, Optional
+
+from fasttls._binding import ffi, lib
+from fasttls._certinfo import _uris
+from fasttls._context import Context
+from fasttls._errors import OCSP_CAUSES, OCSP_MESSAGES, OCSPError
+
+__all__ = ["OCSPStapler", "OCSPError"]
+
+# Responses are a few kilobytes; a responder that sends more is not one.
+MAX_RESPONSE = 1 << 20
+# No nextUpdate (the responder always has fresh status): fetch again this often.
+DEFAULT_INTERVAL = 3600.0
+
+
+def _error(cause: str, message: str) -> OCSPError:
+    exc = OCSPError(1, message)  # errno: ssl.SSL_ERROR_SSL
+    exc.cause = cause
+    return exc
+
+
+def _native(context: Any) -> Context:
+    """The fasttls Context of a native Context or of a drop-in fasttls.SSLContext."""
+    native = getattr(context, "_fasttls", context)
+    if not isinstance(native, Context):
+        raise TypeError("context must be a fasttls Context or fasttls.SSLContext")
+    return native
+
+
+class OCSPStapler:
+    """Fetches, checks and staples the OCSP response for `context`'s certificate.
+
+    `responder_url` overrides the certificate's own OCSP URL; `timeout` bounds each HTTP
+    exchange (seconds); `retry_interval` is the wait after a failed refresh; `min_interval` the
+    shortest wait between refreshes; `on_error(exc)` is called (in the refresher thread) for
+    every failed background refresh. Use `refresh()` once to staple now (it raises OCSPError),
+    then `start()` for the refresher thread, `stop()` to end it (or use it as a context
+    manager)."""
+
+    def __init__(self, context: Any, *, responder_url: Optional[str] = None,
+                 timeout: float = 10.0, retry_interval: float = 60.0,
+                 min_interval: float = 60.0,
+                 on_error: Optional[Callable[[OCSPError], None]] = None) -> None:
+        self._context = _native(context)
+        self._responder_url = responder_url
+        self.timeout = float(timeout)
+        self.retry_interval = float(retry_interval)
+        self.min_interval = float(min_interval)
+        self.on_error = on_error
+        self.response: Optional[bytes] = None  # the DER response stapled now
+        self.this_update: Optional[float] = None  # its times, seconds since the epoch
+        self.next_update: Optional[float] = None
+        self.last_error: Optional[OCSPError] = None
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # ---- one refresh ----
+
+    def _certificates(self):
+        """(leaf, issuer) X509s of the context, each freed when dropped."""
+        ctx = self._context
+        with ctx._lock:  # set_cert frees the certificate being read
+            leaf = lib.fasttls_ctx_leaf(ctx._ctx)
+            if leaf == ffi.NULL:
+                raise _error("no certificate", "the context has no certificate to staple for")
+            leaf = ffi.gc(leaf, lib.X509_free)
+            issuer = lib.fasttls_ctx_issuer(ctx._ctx, leaf)
+        if issuer == ffi.NULL:
+            raise _error("no issuer", "the issuer of the context's certificate is not in its "
+                         "chain nor in its trust store: no OCSP request can name it")
+        return leaf, ffi.gc(issuer, lib.X509_free)
+
+    def responder_url(self, leaf=None) -> str:
+        """The URL the request goes to: the one given, else the certificate's first OCSP
+        responder (authorityInfoAccess). OCSPError("no responder") if there is none."""
+        if self._responder_url is not None:
+            return self._responder_url
+        if leaf is None:
+            leaf, _ = self._certificates()
+        urls = [u for u in _uris(leaf, lib.FASTTLS_URI_OCSP) or ()
+                if u.lower().startswith(("http://", "https://"))]
+        if not urls:
+            raise _error("no responder", "the certificate names no http(s) OCSP responder "
+                         "(authorityInfoAccess OCSP); pass responder_url=")
+        return urls[0]
+
+    def fetch(self) -> "tuple[bytes, float, float]":
+        """Fetch and check a response, without stapling it: (DER, thisUpdate, nextUpdate or
+        0.0). Raises OCSPError naming the cause."""
+        leaf, issuer = self._certificates()
+        url = self.responder_url(leaf)
+        buf = ffi.new("unsigned char[]", 4096)
+        n = lib.fasttls_ocsp_request(leaf, issuer, buf, len(buf))
+        if n < 0:
+            raise _error("malformed", "cannot build the OCSP request")
+        der = _post(url, bytes(ffi.buffer(buf, n)), self.timeout)
+        this_update = ffi.new("int64_t *")
+        next_update = ffi.new("int64_t *")
+        result = lib.fasttls_ocsp_check(der, len(der), leaf, issuer, this_update, next_update)
+        if result != lib.FASTTLS_OCSP_GOOD:
+            raise _error(OCSP_CAUSES.get(result, "malformed"),
+                         f"{OCSP_MESSAGES.get(result, 'bad OCSP response')} (from {url})")
+        return der, float(this_update[0]), float(next_update[0])
+
+    def refresh(self) -> bytes:
+        """Fetch, check and staple a new response now; returns it. On failure raises
+        OCSPError and keeps the current staple (if it is still valid)."""
+        with self._refresh_lock:
+            try:
+                der, this_update, next_update = self.fetch()
+            except OCSPError as exc:
+                self.last_error = exc
+                self._withdraw_if_expired()
+                raise
+            self._context.set_ocsp_response(der)
+            self.response, self.this_update = der, this_update
+            self.next_update = next_update or None
+            self.last_error = None
+            return der
+
+    def _withdraw_if_expired(self) -> None:
+        """Never staple a response past its nextUpdate: clients in require mode would refuse
+        it, and others would be told something stale."""
+        if self.response is not None and self.next_update is not None and (
+                time.time() >= self.next_update):
+            self._context.set_ocsp_response(None)
+            self.response = None
+
+    def refresh_delay(self) -> float:
+        """Seconds until the refresher fetches again: halfway to nextUpdate (at least
+        min_interval), or retry_interval after a failure or with nothing stapled."""
+        if self.response is None or self.last_error is not None:
+            return self.retry_interval
+        if self.next_update is None or self.this_update is None:
+            return DEFAULT_INTERVAL
+        due = self.this_update + (self.next_update - self.this_update) / 2
+        return max(self.min_interval, due - time.time())
+
+    # ---- the refresher thread ----
+
+    def start(self) -> "OCSPStapler":
+        """Start the refresher thread (a daemon): it fetches at once if nothing is stapled,
+        then as refresh_delay() says. Idempotent."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        # The thread holds the stapler weakly: a stapler dropped without stop() ends it.
+        self._thread = threading.Thread(target=_refresher, args=(weakref.ref(self), self._stop),
+                                        name="fasttls-ocsp-stapler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop the refresher thread and wait for it (at most `timeout` seconds, plus the HTTP
+        exchange in progress, itself bounded by self.timeout). The staple stays in place."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> "OCSPStapler":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _refresher(ref: "weakref.ref[OCSPStapler]", stop: threading.Event) -> None:
+    stapler = ref()
+    delay = 0.0 if stapler is None or stapler.response is None else stapler.refresh_delay()
+    del stapler
+    while not stop.wait(delay):
+        stapler = ref()
+        if stapler is None:
+            return
+        try:
+            stapler.refresh()
+        except OCSPError as exc:
+            if stapler.on_error is not None:
+                try:
+                    stapler.on_error(exc)
+                except Exception:  # the application's handler: never the end of the thread
+                    pass
+        delay = stapler.refresh_delay()
+        del stapler
+
+
+def _post(url: str, request: bytes, timeout: float) -> bytes:
+    """POST the request (RFC 6960 appendix A); the response body. OCSPError "http" or
+    "timeout" when the responder cannot be had."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise _error("http", f"OCSP responder URL {url!r} is not http(s)")
+    req = urllib.request.Request(url, data=request, method="POST", headers={
+        "Content-Type": "application/ocsp-request", "Accept": "application/ocsp-response"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read(MAX_RESPONSE + 1)
+    except urllib.error.HTTPError as exc:
+        raise _error("http", f"the OCSP responder {url} answered HTTP {exc.code} "
+                     f"{exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, (socket.timeout, TimeoutError)):
+            raise _error("timeout", f"the OCSP responder {url} did not answer within "
+                         f"{timeout:g} s") from exc
+        raise _error("http", f"cannot reach the OCSP responder {url}: {exc.reason}") from exc
+    except (socket.timeout, TimeoutError) as exc:
+        raise _error("timeout", f"the OCSP responder {url} did not answer within "
+                     f"{timeout:g} s") from exc
+    except OSError as exc:
+        raise _error("http", f"cannot reach the OCSP responder {url}: {exc}") from exc
+    if len(body) > MAX_RESPONSE:
+        raise _error("malformed", f"the OCSP responder {url} sent more than {MAX_RESPONSE} "
+                     "bytes")
+    if not body:
+        raise _error("malformed", f"the OCSP responder {url} sent an empty response")
+    return body
