@@ -46,21 +46,23 @@ class OCSPStapler:
     """Fetches, checks and staples the OCSP response for `context`'s certificate.
 
     `responder_url` overrides the certificate's own OCSP URL; `timeout` bounds each HTTP
-    exchange (seconds); `retry_interval` is the wait after a failed refresh; `min_interval` the
-    shortest wait between refreshes; `on_error(exc)` is called (in the refresher thread) for
+    exchange (seconds); `retry_interval` is the wait after a failed refresh; `min_interval` and
+    `max_interval` bound the wait between refreshes (by default 1 minute and 1 hour: a
+    responder's status can change before nextUpdate); `on_error(exc)` is called (in the refresher thread) for
     every failed background refresh. Use `refresh()` once to staple now (it raises OCSPError),
     then `start()` for the refresher thread, `stop()` to end it (or use it as a context
     manager)."""
 
     def __init__(self, context: Any, *, responder_url: Optional[str] = None,
                  timeout: float = 10.0, retry_interval: float = 60.0,
-                 min_interval: float = 60.0,
+                 min_interval: float = 60.0, max_interval: float = DEFAULT_INTERVAL,
                  on_error: Optional[Callable[[OCSPError], None]] = None) -> None:
         self._context = _native(context)
         self._responder_url = responder_url
         self.timeout = float(timeout)
         self.retry_interval = float(retry_interval)
         self.min_interval = float(min_interval)
+        self.max_interval = float(max_interval)
         self.on_error = on_error
         self.response: Optional[bytes] = None  # the DER response stapled now
         self.this_update: Optional[float] = None  # its times, seconds since the epoch
@@ -143,14 +145,15 @@ class OCSPStapler:
             self.response = None
 
     def refresh_delay(self) -> float:
-        """Seconds until the refresher fetches again: halfway to nextUpdate (at least
-        min_interval), or retry_interval after a failure or with nothing stapled."""
+        """Seconds until the refresher fetches again: halfway from thisUpdate to nextUpdate,
+        within [min_interval, max_interval] (max_interval without a nextUpdate), or
+        retry_interval after a failure or with nothing stapled."""
         if self.response is None or self.last_error is not None:
             return self.retry_interval
         if self.next_update is None or self.this_update is None:
-            return DEFAULT_INTERVAL
+            return self.max_interval
         due = self.this_update + (self.next_update - self.this_update) / 2
-        return max(self.min_interval, due - time.time())
+        return min(self.max_interval, max(self.min_interval, due - time.time()))
 
     # ---- the refresher thread ----
 
@@ -159,8 +162,10 @@ class OCSPStapler:
         then as refresh_delay() says. Idempotent."""
         if self._thread is not None and self._thread.is_alive():
             return self
-        self._stop.clear()
-        # The thread holds the stapler weakly: a stapler dropped without stop() ends it.
+        # A fresh event per thread; the thread holds the stapler weakly, and a stapler dropped
+        # without stop() sets its event when collected, which ends the thread at once.
+        self._stop = threading.Event()
+        weakref.finalize(self, self._stop.set)
         self._thread = threading.Thread(target=_refresher, args=(weakref.ref(self), self._stop),
                                         name="fasttls-ocsp-stapler", daemon=True)
         self._thread.start()
