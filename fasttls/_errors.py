@@ -44,6 +44,8 @@ class SSLCertVerificationError(SSLError, ssl.SSLCertVerificationError):
     verify_message = ""
     verify_depth: "int | None" = None
     verify_subject = ""
+    # Set when require_ocsp_staple failed the handshake: an OCSPError.cause, or "missing".
+    ocsp_cause = ""
 
 
 class SSLZeroReturnError(SSLError, ssl.SSLZeroReturnError):
@@ -56,7 +58,7 @@ class SSLEOFError(SSLError, ssl.SSLEOFError):
 
 class OCSPError(SSLError):
     """An OCSP response for stapling could not be had (fasttls.OCSPStapler) or is not good.
-    `cause` names why, one of OCSP_CAUSES: "no responder" (the certificate names no OCSP
+    `cause` names why: "no certificate", "no responder" (the certificate names no OCSP
     responder), "no issuer", "http" (the responder answered with an HTTP error or could not be
     reached), "timeout", "malformed", "unsuccessful" (responseStatus tryLater, internalError,
     ...), "bad signature" (not signed by the issuer or a responder it delegated to), "not for
@@ -172,7 +174,7 @@ def _ocsp_failure(conn, code):
     exc.verify_message = cause
     exc.verify_depth = 0 if subject else None
     exc.verify_subject = subject
-    exc.ocsp_cause = OCSP_CAUSES.get(failure, "")  # type: ignore[attr-defined]
+    exc.ocsp_cause = OCSP_CAUSES.get(failure, "")
     return exc
 
 

@@ -48,8 +48,8 @@ class OCSPStapler:
     `responder_url` overrides the certificate's own OCSP URL; `timeout` bounds each HTTP
     exchange (seconds); `retry_interval` is the wait after a failed refresh; `min_interval` and
     `max_interval` bound the wait between refreshes (by default 1 minute and 1 hour: a
-    responder's status can change before nextUpdate); `on_error(exc)` is called (in the refresher thread) for
-    every failed background refresh. Use `refresh()` once to staple now (it raises OCSPError),
+    responder's status can change before nextUpdate); `on_error(exc)` is called (in the
+    refresher thread) for every failed background refresh. Use `refresh()` once to staple now (it raises OCSPError),
     then `start()` for the refresher thread, `stop()` to end it (or use it as a context
     manager)."""
 

@@ -6,6 +6,7 @@ Server side: a response given as bytes; fetched, checked and refreshed by OCSPSt
 way it cannot be had. Client side: ocsp_response() (native and drop-in), and require mode
 against a missing, revoked, foreign, expired or badly signed staple."""
 import gc
+import re
 import socket
 import ssl
 import subprocess
@@ -214,7 +215,7 @@ def test_stapler_refreshes_in_the_background_and_stops(responder, pki):
 def test_stapler_dropped_without_stop_ends_its_thread(responder, pki):
     sctx = server_ctx(pki.good)
     stapler = fasttls.OCSPStapler(sctx, min_interval=0.05, retry_interval=0.05).start()
-    wait_until(lambda: stapler.response is not None, "the first staple")
+    wait_until(lambda: sctx.ocsp_response is not None, "the first staple")
     thread = stapler._thread
     ref = weakref.ref(stapler)
     del stapler
@@ -325,7 +326,7 @@ def require_failure(pki, sctx, version=None):
     assert cctx.ocsp_stapling  # require mode asks for it
     client = fasttls.newtls("client", cctx, "localhost")
     server = fasttls.newtls("server", sctx)
-    exc, side, other = handshake_error(client, server)
+    exc, side, _ = handshake_error(client, server)
     assert side is client, exc
     assert isinstance(exc, fasttls.SSLCertVerificationError)
     assert isinstance(exc, ssl.SSLCertVerificationError)
@@ -429,7 +430,8 @@ def test_openssl_s_client_checks_our_staple(openssl, responder, pki, tmp_path):
     out = done.stdout.decode("latin-1")
     assert "OCSP Response Status: successful" in out, out
     assert "Cert Status: good" in out, out
-    assert f"Serial Number: {pki.good.serial:X}" in out.replace("Serial Number: 0", "Serial Number: "), out
+    serials = [int(n, 16) for n in re.findall(r"Serial Number: ([0-9A-Fa-f]+)", out)]
+    assert pki.good.serial in serials, out
     assert not server.errors, server.errors
 
 

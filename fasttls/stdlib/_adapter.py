@@ -466,7 +466,7 @@ class SSLObject(ssl.SSLObject):
     def ocsp_response(self) -> Optional[bytes]:
         """fasttls's addition (the stdlib has none): the DER OCSP response the server stapled,
         or None (see SSLContext.ocsp_stapling)."""
-        return self._sslobj.ocsp_response()
+        return self._sslobj.ocsp_response()  # type: ignore[attr-defined]  # not in typeshed
 
     def write(self, data):
         adapter = self._sslobj
@@ -486,7 +486,7 @@ class SSLSocket(ssl.SSLSocket):
     def ocsp_response(self) -> Optional[bytes]:
         """The DER OCSP response the server stapled, or None (also before the handshake, or
         unconnected; see SSLContext.ocsp_stapling)."""
-        sslobj = self._sslobj
+        sslobj = self._sslobj  # type: ignore[attr-defined]  # not in typeshed
         return sslobj.ocsp_response() if sslobj is not None else None
 
 
