@@ -195,10 +195,12 @@ int fasttls_x509_uri(X509 *x, int which, int i, unsigned char **value);
 int fasttls_ocsp_check(const unsigned char *der, size_t len, X509 *leaf, X509 *issuer,
                        int64_t *this_update, int64_t *next_update);
 int fasttls_ocsp_request(X509 *leaf, X509 *issuer, unsigned char *buf, size_t cap);
-X509 *fasttls_ctx_leaf(SSL_CTX *ctx);
-X509 *fasttls_ctx_issuer(SSL_CTX *ctx, X509 *leaf);
-int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, const unsigned char *der, size_t len);
+int fasttls_ocsp_is_about(const unsigned char *der, size_t len, X509 *leaf, X509 *issuer);
+X509 *fasttls_ctx_cert(SSL_CTX *ctx, int i, X509 **issuer);
+int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, X509 *leaf, const unsigned char *der,
+                                  size_t len);
 int fasttls_ctx_set_ocsp_client(SSL_CTX *ctx, int request, int require);
+int fasttls_conn_request_ocsp(fasttls_conn *c);
 long fasttls_conn_ocsp_response(fasttls_conn *c, const unsigned char **der);
 int fasttls_conn_ocsp_failure(fasttls_conn *c);
 

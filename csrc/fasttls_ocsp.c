@@ -18,11 +18,21 @@
 #include <time.h>
 #include <openssl/ocsp.h>
 
+/* One staple: for the identity whose certificate is `leaf`, or (leaf NULL) for any. A context
+ * serving an RSA and an ECDSA certificate staples each its own response. */
+struct staple {
+    X509 *leaf;
+    unsigned char *der;
+    size_t len;
+};
+
+#define STAPLES_MAX 9 /* one per identity (fasttls_ctx.c keeps at most 8) and one for any */
+
 struct ocsp_conf {
-    CRYPTO_RWLOCK *lock;   /* guards staple and staple_len */
-    unsigned char *staple; /* DER OCSPResponse a server sends, or NULL */
-    size_t staple_len;
-    int require;           /* client: fail the handshake without a good staple */
+    CRYPTO_RWLOCK *lock; /* guards staples and n_staples */
+    struct staple staples[STAPLES_MAX];
+    int n_staples;
+    int require;         /* client: fail the handshake without a good staple */
 };
 
 static int conf_index = -1; /* SSL_CTX ex_data: struct ocsp_conf */
@@ -36,7 +46,11 @@ static void conf_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
     if (conf == NULL)
         return;
     CRYPTO_THREAD_lock_free(conf->lock);
-    OPENSSL_free(conf->staple);
+    while (conf->n_staples > 0) {
+        struct staple *st = &conf->staples[--conf->n_staples];
+        X509_free(st->leaf);
+        OPENSSL_free(st->der);
+    }
     free(conf);
 }
 
@@ -187,32 +201,17 @@ int fasttls_ocsp_request(X509 *leaf, X509 *issuer, unsigned char *buf, size_t ca
     return n;
 }
 
-/* The certificate a context serves (its current one), with a reference; NULL if none. The
- * caller holds the context's configuration lock (set_cert frees it). */
-X509 *fasttls_ctx_leaf(SSL_CTX *ctx)
+/* Who issued `leaf`: from `chain`, else from the trust store; with a reference, or NULL. */
+static X509 *issuer_of(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain)
 {
-    X509 *leaf = SSL_CTX_get0_certificate(ctx);
-    if (leaf != NULL)
-        X509_up_ref(leaf);
-    return leaf;
-}
-
-/* Who issued `leaf`: from the context's chain, else from its trust store; with a reference,
- * or NULL. The caller holds the configuration lock. */
-X509 *fasttls_ctx_issuer(SSL_CTX *ctx, X509 *leaf)
-{
-    STACK_OF(X509) *chain = NULL;
     X509_STORE_CTX *sctx;
     X509 *issuer = NULL;
     int i;
-    ERR_set_mark();
-    if (SSL_CTX_get0_chain_certs(ctx, &chain) && chain != NULL) {
-        for (i = 0; i < sk_X509_num(chain) && issuer == NULL; i++)
-            if (X509_check_issued(sk_X509_value(chain, i), leaf) == X509_V_OK)
-                issuer = sk_X509_value(chain, i);
-        if (issuer != NULL)
-            X509_up_ref(issuer);
-    }
+    for (i = 0; chain != NULL && i < sk_X509_num(chain) && issuer == NULL; i++)
+        if (X509_check_issued(sk_X509_value(chain, i), leaf) == X509_V_OK)
+            issuer = sk_X509_value(chain, i);
+    if (issuer != NULL)
+        X509_up_ref(issuer);
     if (issuer == NULL && (sctx = X509_STORE_CTX_new()) != NULL) {
         if (X509_STORE_CTX_init(sctx, SSL_CTX_get_cert_store(ctx), leaf, NULL) &&
             X509_STORE_CTX_get1_issuer(&issuer, sctx, leaf) != 1)
@@ -223,8 +222,54 @@ X509 *fasttls_ctx_issuer(SSL_CTX *ctx, X509 *leaf)
         X509_free(issuer);
         issuer = NULL;
     }
-    ERR_pop_to_mark();
     return issuer;
+}
+
+/* The context's i-th certificate (one per key type), with a reference, and in *issuer who
+ * issued it (from its chain, else the trust store; with a reference, or NULL); NULL past the
+ * last. The caller holds the configuration lock for writing: walking the identities moves the
+ * context's "current certificate", which is put back before returning. */
+X509 *fasttls_ctx_cert(SSL_CTX *ctx, int i, X509 **issuer)
+{
+    X509 *current = SSL_CTX_get0_certificate(ctx), *found = NULL;
+    STACK_OF(X509) *chain = NULL;
+    int k = 0, more;
+    *issuer = NULL;
+    ERR_set_mark();
+    for (more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST); more && found == NULL;
+         more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
+        X509 *x = SSL_CTX_get0_certificate(ctx);
+        if (x == NULL || k++ != i)
+            continue;
+        found = x;
+        X509_up_ref(found);
+        if (!SSL_CTX_get0_chain_certs(ctx, &chain))
+            chain = NULL;
+        *issuer = issuer_of(ctx, found, chain);
+    }
+    if (current != NULL)
+        SSL_CTX_select_current_cert(ctx, current);
+    ERR_pop_to_mark();
+    return found;
+}
+
+/* Whether `der` is an OCSP response with a status for `leaf` issued by `issuer` (signature not
+ * checked: to know which certificate a given staple is for). */
+int fasttls_ocsp_is_about(const unsigned char *der, size_t len, X509 *leaf, X509 *issuer)
+{
+    const unsigned char *p = der;
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    int about = 0;
+    ERR_set_mark();
+    if (leaf != NULL && issuer != NULL && len > 0 && len <= LONG_MAX &&
+        (resp = d2i_OCSP_RESPONSE(NULL, &p, (long)len)) != NULL &&
+        (bs = OCSP_response_get1_basic(resp)) != NULL)
+        about = single_for(bs, leaf, issuer) != NULL;
+    OCSP_BASICRESP_free(bs);
+    OCSP_RESPONSE_free(resp);
+    ERR_pop_to_mark();
+    return about;
 }
 
 /* ---- the handshake ---- */
@@ -275,17 +320,27 @@ static int client_check(SSL *ssl)
     return 0;
 }
 
-/* Server: a copy of the context's staple for this connection (OpenSSL frees it with the SSL).
- * The context is the one the SSL uses now, so an SNI switch staples the chosen context's. */
+/* Server: a copy of the staple for the certificate chosen for this connection (else the one
+ * for any certificate); OpenSSL frees it with the SSL. The context is the one the SSL uses now,
+ * so an SNI switch staples the chosen context's. */
 static int server_staple(SSL *ssl, struct ocsp_conf *conf)
 {
+    X509 *cert = SSL_get_certificate(ssl);
+    struct staple *st = NULL;
     unsigned char *copy = NULL;
     size_t len = 0;
+    int i;
     if (conf == NULL || !CRYPTO_THREAD_read_lock(conf->lock))
         return SSL_TLSEXT_ERR_NOACK;
-    if (conf->staple != NULL && (copy = OPENSSL_malloc(conf->staple_len)) != NULL) {
-        memcpy(copy, conf->staple, conf->staple_len);
-        len = conf->staple_len;
+    for (i = 0; i < conf->n_staples; i++) {
+        struct staple *candidate = &conf->staples[i];
+        if (candidate->leaf == NULL ? st == NULL
+                                    : cert != NULL && X509_cmp(candidate->leaf, cert) == 0)
+            st = candidate;
+    }
+    if (st != NULL && (copy = OPENSSL_malloc(st->len)) != NULL) {
+        memcpy(copy, st->der, st->len);
+        len = st->len;
     }
     CRYPTO_THREAD_unlock(conf->lock);
     if (copy == NULL)
@@ -306,25 +361,55 @@ static int status_callback(SSL *ssl, void *arg)
     return conf != NULL && conf->require ? client_check(ssl) : 1;
 }
 
-/* Server: staple `der` (len 0: nothing) on connections made from the context. 1 done, 0 out of
- * memory. The caller holds the configuration lock for writing; handshakes of other contexts'
- * connections switched to this one may be reading the staple still, hence conf->lock. */
-int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, const unsigned char *der, size_t len)
+/* Server: staple `der` on connections made from the context whose certificate is `leaf` (NULL:
+ * any certificate without a staple of its own), replacing the one before; len 0 removes it,
+ * and with leaf NULL too, removes every staple. 1 done, 0 out of memory or too many. The caller
+ * holds the configuration lock for writing; connections of other contexts switched to this one
+ * may be in a handshake still, hence conf->lock. */
+int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, X509 *leaf, const unsigned char *der,
+                                  size_t len)
 {
     struct ocsp_conf *conf = conf_of(ctx, 1);
-    unsigned char *copy = NULL;
-    if (conf == NULL || (len && (copy = OPENSSL_malloc(len)) == NULL))
+    struct staple fresh = {NULL, NULL, 0};
+    int i, ok = 1;
+    if (conf == NULL || (len && (fresh.der = OPENSSL_malloc(len)) == NULL))
         return 0;
-    if (len)
-        memcpy(copy, der, len);
-    if (!CRYPTO_THREAD_write_lock(conf->lock)) {
-        OPENSSL_free(copy);
+    if (len) {
+        memcpy(fresh.der, der, len);
+        fresh.len = len;
+        if (leaf != NULL && X509_up_ref(leaf))
+            fresh.leaf = leaf;
+        else if (leaf != NULL)
+            ok = 0;
+    }
+    if (!ok || !CRYPTO_THREAD_write_lock(conf->lock)) {
+        OPENSSL_free(fresh.der);
+        X509_free(fresh.leaf);
         return 0;
     }
-    OPENSSL_free(conf->staple);
-    conf->staple = copy;
-    conf->staple_len = len;
+    /* Drop the staple this one replaces (all of them for "none for any"), compacting. */
+    for (i = 0; i < conf->n_staples;) {
+        struct staple *st = &conf->staples[i];
+        int same = leaf == NULL ? st->leaf == NULL || len == 0
+                                : st->leaf != NULL && X509_cmp(st->leaf, leaf) == 0;
+        if (same) {
+            X509_free(st->leaf);
+            OPENSSL_free(st->der);
+            *st = conf->staples[--conf->n_staples];
+        } else {
+            i++;
+        }
+    }
+    if (len && conf->n_staples < STAPLES_MAX)
+        conf->staples[conf->n_staples++] = fresh;
+    else if (len)
+        ok = 0;
     CRYPTO_THREAD_unlock(conf->lock);
+    if (!ok) {
+        OPENSSL_free(fresh.der);
+        X509_free(fresh.leaf);
+        return 0;
+    }
     SSL_CTX_set_tlsext_status_cb(ctx, status_callback);
     return 1;
 }
@@ -340,6 +425,16 @@ int fasttls_ctx_set_ocsp_client(SSL_CTX *ctx, int request, int require)
     SSL_CTX_set_tlsext_status_type(ctx, request || require ? TLSEXT_STATUSTYPE_ocsp : -1);
     SSL_CTX_set_tlsext_status_cb(ctx, status_callback);
     return 1;
+}
+
+/* Client, before the handshake: send status_request on this connection, whatever its context
+ * said when it was made (a connection made before ocsp_stapling or require_ocsp_staple was set,
+ * or switched to such a context, must ask too: require mode checks only what was asked for). */
+int fasttls_conn_request_ocsp(fasttls_conn *c)
+{
+    if (c->ssl == NULL || SSL_is_server(c->ssl))
+        return 0;
+    return SSL_set_tlsext_status_type(c->ssl, TLSEXT_STATUSTYPE_ocsp) == 1;
 }
 
 /* The staple the server sent (client side), pointing into the SSL object: its length, or -1

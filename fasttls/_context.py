@@ -796,10 +796,12 @@ class Context:
 
     @_locked
     def set_ocsp_response(self, der: Optional[bytes]) -> None:
-        """Server side: staple this DER OCSP response (None: none) in handshakes of clients that
-        ask for one (status_request), from now on. Safe while handshakes run in other threads:
-        each takes a copy. It is sent as given, unchecked (fasttls.OCSPStapler fetches and
-        checks one, and replaces it before it expires)."""
+        """Server side: staple this DER OCSP response in handshakes of clients that ask for one
+        (status_request), from now on; None removes every staple. A context serving several
+        certificates (add_cert) staples each its own: the response goes with the certificate
+        it is about, or, about none of them, with every certificate that has none of its own.
+        Safe while handshakes run in other threads: each takes a copy. It is sent unchecked
+        (fasttls.OCSPStapler fetches and checks one, and replaces it before it expires)."""
         if der is not None:
             if not isinstance(der, (bytes, bytearray, memoryview)):
                 raise TypeError(f"an OCSP response is bytes, not {type(der).__name__}")
@@ -807,13 +809,38 @@ class Context:
             if not der:
                 raise ValueError("an OCSP response cannot be empty (None removes it)")
             _check_length("the OCSP response", der, 0xFFFFFF)  # TLS's 24-bit length
-        if not lib.fasttls_ctx_set_ocsp_response(self._ctx, der or b"", len(der or b"")):
+            about = next((leaf for leaf, issuer in self._identity_certificates()
+                          if lib.fasttls_ocsp_is_about(der, len(der), leaf, issuer)), ffi.NULL)
+        else:
+            about = ffi.NULL
+        self._set_staple(about, der)
+
+    @_locked
+    def _staple(self, leaf, der: Optional[bytes]) -> None:
+        """Staple `der` (None: remove it) for the certificate `leaf` (an X509 cdata)."""
+        self._set_staple(leaf, der)
+
+    def _set_staple(self, leaf, der: Optional[bytes]) -> None:
+        if not lib.fasttls_ctx_set_ocsp_response(self._ctx, leaf, der or b"", len(der or b"")):
             raise MemoryError("cannot set the OCSP response")
         self._ocsp_response = der
 
+    def _identity_certificates(self) -> "list[tuple[Any, Any]]":
+        """(certificate, issuer or NULL) X509s of each identity served, freed when dropped.
+        The caller holds the lock (walking them moves OpenSSL's current certificate)."""
+        found: "list[tuple[Any, Any]]" = []
+        issuer = ffi.new("X509 **")
+        while True:
+            leaf = lib.fasttls_ctx_cert(self._ctx, len(found), issuer)
+            if leaf == ffi.NULL:
+                return found
+            found.append((ffi.gc(leaf, lib.X509_free),
+                          ffi.gc(issuer[0], lib.X509_free) if issuer[0] != ffi.NULL
+                          else ffi.NULL))
+
     @property
     def ocsp_response(self) -> Optional[bytes]:
-        """The OCSP response a server staples (set_ocsp_response), or None."""
+        """The OCSP response last stapled (set_ocsp_response or an OCSPStapler), or None."""
         return self._ocsp_response
 
     @property

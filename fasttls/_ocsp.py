@@ -16,7 +16,7 @@ import weakref
 from typing import Any, Callable, Optional
 
 from fasttls._binding import ffi, lib
-from fasttls._certinfo import _uris
+from fasttls._certinfo import _uris, certificate_der
 from fasttls._context import Context
 from fasttls._errors import OCSP_CAUSES, OCSP_MESSAGES, OCSPError
 
@@ -64,9 +64,9 @@ class OCSPStapler:
         self.min_interval = float(min_interval)
         self.max_interval = float(max_interval)
         self.on_error = on_error
-        self.response: Optional[bytes] = None  # the DER response stapled now
-        self.this_update: Optional[float] = None  # its times, seconds since the epoch
-        self.next_update: Optional[float] = None
+        # Per certificate served (its DER): the DER response stapled, (thisUpdate, nextUpdate).
+        self.responses: "dict[bytes, bytes]" = {}
+        self._times: "dict[bytes, tuple[float, Optional[float]]]" = {}
         self.last_error: Optional[OCSPError] = None
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -74,27 +74,22 @@ class OCSPStapler:
 
     # ---- one refresh ----
 
-    def _certificates(self):
-        """(leaf, issuer) X509s of the context, each freed when dropped."""
+    def _identities(self) -> "list[tuple[Any, Any]]":
+        """(certificate, issuer) X509s of each identity the context serves."""
         ctx = self._context
-        with ctx._lock:  # set_cert frees the certificate being read
-            leaf = lib.fasttls_ctx_leaf(ctx._ctx)
-            if leaf == ffi.NULL:
-                raise _error("no certificate", "the context has no certificate to staple for")
-            leaf = ffi.gc(leaf, lib.X509_free)
-            issuer = lib.fasttls_ctx_issuer(ctx._ctx, leaf)
-        if issuer == ffi.NULL:
-            raise _error("no issuer", "the issuer of the context's certificate is not in its "
-                         "chain nor in its trust store: no OCSP request can name it")
-        return leaf, ffi.gc(issuer, lib.X509_free)
+        with ctx._lock:  # set_cert frees the certificates being read
+            found = ctx._identity_certificates()
+        if not found:
+            raise _error("no certificate", "the context has no certificate to staple for")
+        return found
 
     def responder_url(self, leaf=None) -> str:
-        """The URL the request goes to: the one given, else the certificate's first OCSP
-        responder (authorityInfoAccess). OCSPError("no responder") if there is none."""
+        """The URL the request goes to: the one given, else the certificate's first http(s)
+        OCSP responder (authorityInfoAccess). OCSPError("no responder") if there is none."""
         if self._responder_url is not None:
             return self._responder_url
         if leaf is None:
-            leaf, _ = self._certificates()
+            leaf = self._identities()[0][0]
         urls = [u for u in _uris(leaf, lib.FASTTLS_URI_OCSP) or ()
                 if u.lower().startswith(("http://", "https://"))]
         if not urls:
@@ -102,10 +97,10 @@ class OCSPStapler:
                          "(authorityInfoAccess OCSP); pass responder_url=")
         return urls[0]
 
-    def fetch(self) -> "tuple[bytes, float, float]":
-        """Fetch and check a response, without stapling it: (DER, thisUpdate, nextUpdate or
-        0.0). Raises OCSPError naming the cause."""
-        leaf, issuer = self._certificates()
+    def _fetch_one(self, leaf, issuer) -> "tuple[bytes, float, Optional[float]]":
+        if issuer == ffi.NULL:
+            raise _error("no issuer", "the issuer of the context's certificate is not in its "
+                         "chain nor in its trust store: no OCSP request can name it")
         url = self.responder_url(leaf)
         buf = ffi.new("unsigned char[]", 4096)
         n = lib.fasttls_ocsp_request(leaf, issuer, buf, len(buf))
@@ -118,42 +113,69 @@ class OCSPStapler:
         if result != lib.FASTTLS_OCSP_GOOD:
             raise _error(OCSP_CAUSES.get(result, "malformed"),
                          f"{OCSP_MESSAGES.get(result, 'bad OCSP response')} (from {url})")
-        return der, float(this_update[0]), float(next_update[0])
+        return der, float(this_update[0]), float(next_update[0]) or None
+
+    def fetch(self) -> "tuple[bytes, float, Optional[float]]":
+        """Fetch and check a response for the context's (first) certificate, without stapling
+        it: (DER, thisUpdate, nextUpdate or None). Raises OCSPError naming the cause."""
+        return self._fetch_one(*self._identities()[0])
 
     def refresh(self) -> bytes:
-        """Fetch, check and staple a new response now; returns it. On failure raises
-        OCSPError and keeps the current staple (if it is still valid)."""
+        """Fetch, check and staple a new response for each certificate the context serves
+        (one per key type); returns the first one's. On a failure raises OCSPError, after
+        stapling the others, and keeps that certificate's current staple while it is valid."""
         with self._refresh_lock:
-            try:
-                der, this_update, next_update = self.fetch()
-            except OCSPError as exc:
-                self.last_error = exc
-                self._withdraw_if_expired()
-                raise
-            self._context.set_ocsp_response(der)
-            self.response, self.this_update = der, this_update
-            self.next_update = next_update or None
-            self.last_error = None
-            return der
+            failure: Optional[OCSPError] = None
+            for leaf, issuer in self._identities():
+                key = bytes(certificate_der(leaf))
+                try:
+                    der, this_update, next_update = self._fetch_one(leaf, issuer)
+                except OCSPError as exc:
+                    failure = failure or exc
+                    self._withdraw_if_expired(key, leaf)
+                    continue
+                self._context._staple(leaf, der)
+                self.responses[key] = der
+                self._times[key] = (this_update, next_update)
+            self.last_error = failure
+            if failure is not None:
+                raise failure
+            return self.response  # type: ignore[return-value]  # set above
 
-    def _withdraw_if_expired(self) -> None:
+    def _withdraw_if_expired(self, key: bytes, leaf) -> None:
         """Never staple a response past its nextUpdate: clients in require mode would refuse
         it, and others would be told something stale."""
-        if self.response is not None and self.next_update is not None and (
-                time.time() >= self.next_update):
-            self._context.set_ocsp_response(None)
-            self.response = None
+        times = self._times.get(key)
+        if times is not None and times[1] is not None and time.time() >= times[1]:
+            self._context._staple(leaf, None)
+            del self.responses[key], self._times[key]
+
+    @property
+    def response(self) -> Optional[bytes]:
+        """The DER response stapled for the context's first certificate, or None."""
+        return next(iter(self.responses.values()), None)
+
+    @property
+    def this_update(self) -> Optional[float]:
+        """The earliest thisUpdate of the responses stapled (seconds since the epoch)."""
+        return min((t for t, _ in self._times.values()), default=None)
+
+    @property
+    def next_update(self) -> Optional[float]:
+        """The earliest nextUpdate of the responses stapled, or None (none has one)."""
+        return min((n for _, n in self._times.values() if n is not None), default=None)
 
     def refresh_delay(self) -> float:
-        """Seconds until the refresher fetches again: halfway from thisUpdate to nextUpdate,
-        within [min_interval, max_interval] (max_interval without a nextUpdate), or
-        retry_interval after a failure or with nothing stapled."""
-        if self.response is None or self.last_error is not None:
+        """Seconds until the refresher fetches again: halfway from thisUpdate to nextUpdate
+        (the earliest of the certificates'), within [min_interval, max_interval]
+        (max_interval without a nextUpdate), or retry_interval after a failure or with nothing
+        stapled."""
+        if not self.responses or self.last_error is not None:
             return self.retry_interval
-        if self.next_update is None or self.this_update is None:
+        halfway = [t + (n - t) / 2 for t, n in self._times.values() if n is not None]
+        if not halfway:
             return self.max_interval
-        due = self.this_update + (self.next_update - self.this_update) / 2
-        return min(self.max_interval, max(self.min_interval, due - time.time()))
+        return min(self.max_interval, max(self.min_interval, min(halfway) - time.time()))
 
     # ---- the refresher thread ----
 

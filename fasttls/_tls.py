@@ -597,6 +597,8 @@ class TLS:
 
     def _check_start(self) -> None:
         ctx = self._context
+        if not self._server and (ctx._ocsp_stapling or ctx._require_ocsp_staple):
+            lib.fasttls_conn_request_ocsp(self._conn)  # the context as it is now
         if (not self._server and self._hostname is None and ctx.check_hostname
                 and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE):
             raise ValueError("check_hostname requires server_hostname: pass newtls(..., "
