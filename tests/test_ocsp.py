@@ -15,6 +15,7 @@ import time
 import weakref
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 import fasttls
 from support.ocsp import PKI, Responder, openssl_response
@@ -25,6 +26,7 @@ from support.peers import (SOCKET_TIMEOUT, ThreadedServer, bio_handshake_over_so
 from support.pump import pump
 from support.requires import require_program
 
+DER = Encoding.DER
 WAIT = 20.0  # the longest any wait below may take (guards against hangs only)
 
 
@@ -167,6 +169,35 @@ def test_staple_replaced_while_handshakes_run(openssl, pki, tmp_path):
     assert set(seen) <= set(staples)
 
 
+def test_each_certificate_gets_its_own_staple(openssl, pki, tmp_path):
+    """RSA and ECDSA served together: set_ocsp_response files each response with the
+    certificate it is about, and each client gets the one for the certificate it was sent."""
+    sctx = server_ctx(pki.good)
+    sctx.add_cert(pki.good_rsa.chain_pem, pki.good_rsa.key_pem)
+    staples = {issued: openssl_response(openssl, pki, issued, tmp_path)
+               for issued in (pki.good, pki.good_rsa)}
+    for staple in staples.values():
+        sctx.set_ocsp_response(staple)
+    for issued, cipher in ((pki.good, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+                           (pki.good_rsa, "ECDHE-RSA-AES128-GCM-SHA256")):
+        cctx = client_ctx(pki, ssl.TLSVersion.TLSv1_2, ciphers=cipher)
+        cctx.require_ocsp_staple = True
+        client, _ = connect(cctx, sctx)
+        assert client.getpeercert(binary_form=True) == issued.cert.public_bytes(DER)
+        assert client.ocsp_response() == staples[issued]
+
+
+def test_sni_switch_staples_the_chosen_context(openssl, pki, tmp_path):
+    staple = openssl_response(openssl, pki, pki.good, tmp_path)
+    chosen = server_ctx(pki.good, staple)
+    first = server_ctx(pki.other)  # no staple of its own
+    first.sni_callback = lambda tls, name: chosen
+    cctx = client_ctx(pki)
+    cctx.require_ocsp_staple = True
+    client, _ = connect(cctx, first)
+    assert client.ocsp_response() == staple
+
+
 # ---------------------------------------------------------------- fetched and refreshed
 
 
@@ -184,6 +215,22 @@ def test_stapler_fetches_checks_and_staples(responder, pki, signer):
     cctx.require_ocsp_staple = True
     client, _ = connect(cctx, sctx)
     assert client.ocsp_response() == der
+
+
+def test_stapler_staples_every_certificate_served(responder, pki):
+    sctx = server_ctx(pki.good)
+    sctx.add_cert(pki.good_rsa.chain_pem, pki.good_rsa.key_pem)
+    stapler = fasttls.OCSPStapler(sctx)
+    stapler.refresh()
+    assert responder.requests == 2 and len(stapler.responses) == 2
+    for issued, cipher in ((pki.good, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+                           (pki.good_rsa, "ECDHE-RSA-AES128-GCM-SHA256")):
+        cctx = client_ctx(pki, ssl.TLSVersion.TLSv1_2, ciphers=cipher)
+        cctx.require_ocsp_staple = True
+        client, _ = connect(cctx, sctx)
+        der = issued.cert.public_bytes(DER)
+        assert client.getpeercert(binary_form=True) == der
+        assert client.ocsp_response() == stapler.responses[der]
 
 
 def test_stapler_on_a_dropin_context(responder, pki, tmp_path):
@@ -379,6 +426,22 @@ def test_require_refuses_a_staple_not_signed_by_the_issuer(openssl, pki, tmp_pat
 def test_require_refuses_garbage(pki):
     exc = require_failure(pki, server_ctx(pki.good, b"\x30\x00 not an OCSP response"))
     assert exc.ocsp_cause == "malformed"
+
+
+def test_require_set_after_the_connection_was_made(pki):
+    """The connection asks for status at its first step, whatever its context said when it
+    was made: require mode is never skipped for lack of a status_request."""
+    cctx = client_ctx(pki)
+    client = fasttls.newtls("client", cctx, "localhost")
+    cctx.require_ocsp_staple = True
+    exc, side, _ = handshake_error(client, fasttls.newtls("server", server_ctx(pki.good)))
+    assert side is client and exc.ocsp_cause == "missing"
+    other = client_ctx(pki)
+    other.require_ocsp_staple = True
+    switched = fasttls.newtls("client", client_ctx(pki), "localhost")
+    switched.set_context(other)
+    exc, side, _ = handshake_error(switched, fasttls.newtls("server", server_ctx(pki.good)))
+    assert side is switched and exc.ocsp_cause == "missing"
 
 
 def test_without_require_a_bad_staple_is_only_reported(pki):

@@ -13,7 +13,7 @@ import threading
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
@@ -59,6 +59,7 @@ class PKI:
         self.responder = self._make("fasttls OCSP responder", issuer=self.ca, eku=True)
         self.rogue = self._make("rogue OCSP signer", ca=True)
         self.good = self._make("localhost", issuer=self.ca, leaf=True)
+        self.good_rsa = self._make("localhost", issuer=self.ca, leaf=True, rsa_key=True)
         self.revoked = self._make("localhost", issuer=self.ca, leaf=True)
         self.other = self._make("localhost", issuer=self.ca, leaf=True)
         self.no_aia = self._make("localhost", issuer=self.ca, leaf=True, aia=False)
@@ -72,8 +73,10 @@ class PKI:
                 path.write_bytes(blob)
                 self.files[f"{name}-{kind}"] = path
 
-    def _make(self, common_name, issuer=None, ca=False, eku=False, leaf=False, aia=True):
-        key = ec.generate_private_key(ec.SECP256R1())
+    def _make(self, common_name, issuer=None, ca=False, eku=False, leaf=False, aia=True,
+              rsa_key=False):
+        key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if rsa_key
+               else ec.generate_private_key(ec.SECP256R1()))
         now = _now()
         builder = (x509.CertificateBuilder()
                    .subject_name(_name(common_name))
@@ -107,13 +110,13 @@ class PKI:
         return Issued(cert, key, issuer.cert if issuer is not None and leaf else None)
 
     def write_index(self):
-        """openssl ca's index.txt: good (V) and revoked (R) leaves; `other` and `no_aia` are
-        good too."""
+        """openssl ca's index.txt: good (V) and revoked (R) leaves; `good_rsa`, `other` and
+        `no_aia` are good too."""
         expiry = (_now() + datetime.timedelta(days=2)).strftime("%y%m%d%H%M%SZ")
         revoked_at = (_now() - datetime.timedelta(minutes=30)).strftime("%y%m%d%H%M%SZ")
         lines = []
-        for issued, status in ((self.good, "V"), (self.other, "V"), (self.no_aia, "V"),
-                               (self.revoked, "R")):
+        for issued, status in ((self.good, "V"), (self.good_rsa, "V"), (self.other, "V"),
+                               (self.no_aia, "V"), (self.revoked, "R")):
             subject = "/CN=" + issued.cert.subject.rfc4514_string()[3:]
             serial = f"{issued.serial:X}"
             serial = "0" * (len(serial) % 2) + serial  # BN_bn2hex's form: whole bytes
