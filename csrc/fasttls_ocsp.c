@@ -361,6 +361,22 @@ static int status_callback(SSL *ssl, void *arg)
     return conf != NULL && conf->require ? client_check(ssl) : 1;
 }
 
+/* Whether the context serves `leaf` (one of its identities). Walks them as fasttls_ctx_cert
+ * does, under the same lock. */
+static int serves(SSL_CTX *ctx, X509 *leaf)
+{
+    X509 *current = SSL_CTX_get0_certificate(ctx);
+    int found = 0, more;
+    for (more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST); more && !found;
+         more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
+        X509 *x = SSL_CTX_get0_certificate(ctx);
+        found = x != NULL && X509_cmp(x, leaf) == 0;
+    }
+    if (current != NULL)
+        SSL_CTX_select_current_cert(ctx, current);
+    return found;
+}
+
 /* Server: staple `der` on connections made from the context whose certificate is `leaf` (NULL:
  * any certificate without a staple of its own), replacing the one before; len 0 removes it,
  * and with leaf NULL too, removes every staple. 1 done, 0 out of memory or too many. The caller
@@ -387,12 +403,15 @@ int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, X509 *leaf, const unsigned char 
         X509_free(fresh.leaf);
         return 0;
     }
-    /* Drop the staple this one replaces (all of them for "none for any"), compacting. */
+    /* Drop the staple this one replaces (all of them for "none for any"), and those of
+     * certificates no longer served (replaced by set_cert: a stapler over rotating
+     * certificates would fill the table otherwise), compacting. */
+    ERR_set_mark();
     for (i = 0; i < conf->n_staples;) {
         struct staple *st = &conf->staples[i];
         int same = leaf == NULL ? st->leaf == NULL || len == 0
                                 : st->leaf != NULL && X509_cmp(st->leaf, leaf) == 0;
-        if (same) {
+        if (same || (st->leaf != NULL && !serves(ctx, st->leaf))) {
             X509_free(st->leaf);
             OPENSSL_free(st->der);
             *st = conf->staples[--conf->n_staples];
@@ -400,6 +419,7 @@ int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, X509 *leaf, const unsigned char 
             i++;
         }
     }
+    ERR_pop_to_mark();
     if (len && conf->n_staples < STAPLES_MAX)
         conf->staples[conf->n_staples++] = fresh;
     else if (len)

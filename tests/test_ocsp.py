@@ -187,6 +187,21 @@ def test_each_certificate_gets_its_own_staple(openssl, pki, tmp_path):
         assert client.ocsp_response() == staples[issued]
 
 
+def test_certificate_rotation_with_staples(openssl, pki, tmp_path):
+    """Staples of certificates no longer served are dropped: rotating through more
+    certificates than the engine keeps staples for, each stapled, serves each its own."""
+    sctx = server_ctx(pki.good)
+    cctx = client_ctx(pki)
+    cctx.ocsp_stapling = True  # the responder does not know these leaves: status "unknown"
+    for _ in range(12):
+        issued = pki._make("localhost", issuer=pki.ca, leaf=True)
+        staple = openssl_response(openssl, pki, issued, tmp_path)
+        sctx.set_cert(issued.chain_pem, issued.key_pem)
+        sctx.set_ocsp_response(staple)
+        client, _ = connect(cctx, sctx)
+        assert client.ocsp_response() == staple
+
+
 def test_sni_switch_staples_the_chosen_context(openssl, pki, tmp_path):
     staple = openssl_response(openssl, pki, pki.good, tmp_path)
     chosen = server_ctx(pki.good, staple)
