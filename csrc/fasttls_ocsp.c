@@ -18,6 +18,13 @@
 #include <time.h>
 #include <openssl/ocsp.h>
 
+/* OpenSSL 3.0's verification codes for OCSP; 1.1.1 has none, and reports them as numbers. */
+#ifndef X509_V_ERR_OCSP_VERIFY_NEEDED
+#define X509_V_ERR_OCSP_VERIFY_NEEDED 73
+#define X509_V_ERR_OCSP_VERIFY_FAILED 74
+#define X509_V_ERR_OCSP_CERT_UNKNOWN 75
+#endif
+
 /* One staple: for the identity whose certificate is `leaf`, or (leaf NULL) for any. A context
  * serving an RSA and an ECDSA certificate staples each its own response. */
 struct staple {
@@ -296,7 +303,11 @@ static int client_check(SSL *ssl)
     fasttls_conn *c = SSL_get_app_data(ssl);
     const unsigned char *der = NULL;
     long len = SSL_get_tlsext_status_ocsp_resp(ssl, &der);
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
     X509 *leaf = SSL_get0_peer_certificate(ssl);
+#else
+    X509 *leaf = SSL_get_peer_certificate(ssl); /* a reference: freed below */
+#endif
     STACK_OF(X509) *chain = SSL_get0_verified_chain(ssl);
     X509 *issuer = chain != NULL && sk_X509_num(chain) > 1 ? sk_X509_value(chain, 1) : NULL;
     int64_t this_update, next_update;
@@ -305,6 +316,9 @@ static int client_check(SSL *ssl)
         failure = FASTTLS_OCSP_MISSING;
     else
         failure = fasttls_ocsp_check(der, (size_t)len, leaf, issuer, &this_update, &next_update);
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+    X509_free(leaf); /* the SSL keeps its own reference: the pointer stays valid below */
+#endif
     if (failure == FASTTLS_OCSP_GOOD)
         return 1;
     SSL_set_ex_data(ssl, failure_index, (void *)(intptr_t)failure);
