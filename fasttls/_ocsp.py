@@ -1,10 +1,10 @@
 """OCSPStapler: keep a server Context stapled with a fresh, checked OCSP response.
 
-The request is built in C for the context's certificate and its issuer (from the context's
-chain, else its trust store), POSTed with the stdlib's urllib to the responder the certificate
-names (authorityInfoAccess), checked in C exactly as a client in require mode checks it (signed
-by the issuer or its delegated responder, status good, within thisUpdate/nextUpdate), and
-stapled with Context.set_ocsp_response. A refresher thread (optional) fetches the next one
+For each certificate the context serves (one per key type), the request is built in C for it
+and its issuer (from the context's chain, else its trust store), POSTed with the stdlib's urllib
+to the responder the certificate names (authorityInfoAccess), checked in C exactly as a client
+in require mode checks it (signed by the issuer or its delegated responder, status good, within
+thisUpdate/nextUpdate), and stapled for that certificate (Context._staple). A refresher thread (optional) fetches the next one
 halfway through the current one's validity, retries failures, and withdraws a staple that
 expired rather than keep sending it."""
 import socket
@@ -43,15 +43,15 @@ def _native(context: Any) -> Context:
 
 
 class OCSPStapler:
-    """Fetches, checks and staples the OCSP response for `context`'s certificate.
+    """Fetches, checks and staples the OCSP response for each certificate `context` serves.
 
-    `responder_url` overrides the certificate's own OCSP URL; `timeout` bounds each HTTP
+    `responder_url` overrides the certificates' own OCSP URL; `timeout` bounds each HTTP
     exchange (seconds); `retry_interval` is the wait after a failed refresh; `min_interval` and
     `max_interval` bound the wait between refreshes (by default 1 minute and 1 hour: a
     responder's status can change before nextUpdate); `on_error(exc)` is called (in the
-    refresher thread) for every failed background refresh. Use `refresh()` once to staple now (it raises OCSPError),
-    then `start()` for the refresher thread, `stop()` to end it (or use it as a context
-    manager)."""
+    refresher thread) for every failed background refresh. Use `refresh()` once to staple now
+    (it raises OCSPError), then `start()` for the refresher thread, `stop()` to end it (or use
+    it as a context manager)."""
 
     def __init__(self, context: Any, *, responder_url: Optional[str] = None,
                  timeout: float = 10.0, retry_interval: float = 60.0,
