@@ -571,3 +571,77 @@ def test_client_against_openssl_s_server_status_file(openssl, pki, tmp_path):
             assert tls.ocsp_response() == staple
     finally:
         server.stop()
+
+
+def dropin_server_ctx(issued, tmp_path, staple=None):
+    cert = tmp_path / f"dropin-{issued.serial}.pem"
+    cert.write_bytes(issued.chain_pem + issued.key_pem)
+    ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert)
+    if staple is not None:
+        ctx.set_ocsp_response(staple)
+    return ctx
+
+
+def dropin_client_ctx(pki):
+    ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=pki.ca_pem.decode())
+    ctx.require_ocsp_staple = True
+    return ctx
+
+
+def test_dropin_require_mode_refuses_a_missing_staple(pki, tmp_path):
+    with ThreadedServer(dropin_server_ctx(pki.good, tmp_path)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=SOCKET_TIMEOUT) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError) as info:
+                dropin_client_ctx(pki).wrap_socket(raw, server_hostname="localhost")
+    assert "stapled no OCSP response" in str(info.value)
+    assert server.errors  # the server's handshake failed too (bad_certificate_status_response)
+
+
+def test_asyncio_transport_exposes_the_staple(openssl, pki, tmp_path):
+    """fasttls.aio: the transport's ssl_object has ocsp_response(); require mode failures come
+    out of open_connection as certificate errors."""
+    import asyncio
+
+    import fasttls.aio
+
+    staple = openssl_response(openssl, pki, pki.good, tmp_path)
+    stapling = dropin_server_ctx(pki.good, tmp_path, staple)
+    bare = dropin_server_ctx(pki.other, tmp_path)
+
+    async def handle(reader, writer):
+        writer.write(b"ok")
+        try:
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        except (ssl.SSLError, OSError):
+            pass
+
+    async def main():
+        good = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=stapling)
+        missing = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=bare)
+        try:
+            port = good.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                "127.0.0.1", port, ssl=dropin_client_ctx(pki), server_hostname="localhost"),
+                WAIT)
+            assert isinstance(writer.transport, fasttls.aio.SSLTransport)  # not sslproto
+            assert writer.get_extra_info("ssl_object").ocsp_response() == staple
+            assert await asyncio.wait_for(reader.readexactly(2), WAIT) == b"ok"
+            writer.close()
+            port = missing.sockets[0].getsockname()[1]
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await asyncio.wait_for(asyncio.open_connection(
+                    "127.0.0.1", port, ssl=dropin_client_ctx(pki),
+                    server_hostname="localhost"), WAIT)
+        finally:
+            good.close()
+            missing.close()
+
+    loop = fasttls.aio.patch_loop(asyncio.new_event_loop())
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
