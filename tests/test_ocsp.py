@@ -185,6 +185,13 @@ def test_each_certificate_gets_its_own_staple(openssl, pki, tmp_path):
         client, _ = connect(cctx, sctx)
         assert client.getpeercert(binary_form=True) == issued.cert.public_bytes(DER)
         assert client.ocsp_response() == staples[issued]
+    # TLS 1.3 (the certificate chosen by signature algorithm): the staple matches it too.
+    cctx = client_ctx(pki, ssl.TLSVersion.TLSv1_3)
+    cctx.require_ocsp_staple = True
+    client, _ = connect(cctx, sctx)
+    sent = client.getpeercert(binary_form=True)
+    assert client.ocsp_response() == next(staples[i] for i in staples
+                                          if i.cert.public_bytes(DER) == sent)
 
 
 def test_certificate_rotation_with_staples(openssl, pki, tmp_path):
