@@ -64,6 +64,10 @@ FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 /* The readers-writer lock guarding a context's configuration (NULL for a context that
  * fasttls_ctx_new did not make). */
 FASTTLS_INTERNAL CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx);
+/* The i-th identity's certificate and chain, borrowed (see fasttls_ctx.c); *count is how many
+ * there are, -1 if the context keeps none of its own. */
+FASTTLS_INTERNAL X509 *fasttls_ctx_identity(SSL_CTX *ctx, int i, STACK_OF(X509) **chain,
+                                            int *count);
 
 /* ---- fasttls_ocsp.c ---- */
 

@@ -232,30 +232,50 @@ static X509 *issuer_of(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain)
     return issuer;
 }
 
-/* The context's i-th certificate (one per key type), with a reference, and in *issuer who
- * issued it (from its chain, else the trust store; with a reference, or NULL); NULL past the
- * last. The caller holds the configuration lock for writing: walking the identities moves the
- * context's "current certificate", which is put back before returning. */
-X509 *fasttls_ctx_cert(SSL_CTX *ctx, int i, X509 **issuer)
+/* OpenSSL's i-th certificate of the context (one per key type) and its chain, walking them
+ * with SSL_CTX_set_current_cert, which moves the context's "current certificate": put back
+ * before returning. For contexts without identities of fasttls's own. */
+static X509 *openssl_cert(SSL_CTX *ctx, int i, STACK_OF(X509) **chain)
 {
     X509 *current = SSL_CTX_get0_certificate(ctx), *found = NULL;
-    STACK_OF(X509) *chain = NULL;
     int k = 0, more;
-    *issuer = NULL;
-    ERR_set_mark();
+    *chain = NULL;
     for (more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST); more && found == NULL;
          more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
         X509 *x = SSL_CTX_get0_certificate(ctx);
-        if (x == NULL || k++ != i)
-            continue;
-        found = x;
-        X509_up_ref(found);
-        if (!SSL_CTX_get0_chain_certs(ctx, &chain))
-            chain = NULL;
-        *issuer = issuer_of(ctx, found, chain);
+        if (x != NULL && k++ == i) {
+            found = x;
+            if (!SSL_CTX_get0_chain_certs(ctx, chain))
+                *chain = NULL;
+        }
     }
     if (current != NULL)
         SSL_CTX_select_current_cert(ctx, current);
+    return found;
+}
+
+/* The i-th certificate served, borrowed, and its chain; NULL past the last. */
+static X509 *served(SSL_CTX *ctx, int i, STACK_OF(X509) **chain)
+{
+    int count;
+    X509 *cert = fasttls_ctx_identity(ctx, i, chain, &count);
+    return count < 0 ? openssl_cert(ctx, i, chain) : cert;
+}
+
+/* The context's i-th certificate (one per key type), with a reference, and in *issuer who
+ * issued it (from its chain, else the trust store; with a reference, or NULL); NULL past the
+ * last. The caller holds the configuration lock for writing. */
+X509 *fasttls_ctx_cert(SSL_CTX *ctx, int i, X509 **issuer)
+{
+    STACK_OF(X509) *chain = NULL;
+    X509 *found;
+    *issuer = NULL;
+    ERR_set_mark();
+    found = served(ctx, i, &chain);
+    if (found != NULL) {
+        X509_up_ref(found);
+        *issuer = issuer_of(ctx, found, chain);
+    }
     ERR_pop_to_mark();
     return found;
 }
@@ -375,20 +395,16 @@ static int status_callback(SSL *ssl, void *arg)
     return conf != NULL && conf->require ? client_check(ssl) : 1;
 }
 
-/* Whether the context serves `leaf` (one of its identities). Walks them as fasttls_ctx_cert
- * does, under the same lock. */
+/* Whether the context serves `leaf` (one of its identities). Under the same lock. */
 static int serves(SSL_CTX *ctx, X509 *leaf)
 {
-    X509 *current = SSL_CTX_get0_certificate(ctx);
-    int found = 0, more;
-    for (more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST); more && !found;
-         more = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT)) {
-        X509 *x = SSL_CTX_get0_certificate(ctx);
-        found = x != NULL && X509_cmp(x, leaf) == 0;
-    }
-    if (current != NULL)
-        SSL_CTX_select_current_cert(ctx, current);
-    return found;
+    STACK_OF(X509) *chain;
+    X509 *x;
+    int i;
+    for (i = 0; (x = served(ctx, i, &chain)) != NULL; i++)
+        if (X509_cmp(x, leaf) == 0)
+            return 1;
+    return 0;
 }
 
 /* Server: staple `der` on connections made from the context whose certificate is `leaf` (NULL:

@@ -255,6 +255,17 @@ def test_stapler_staples_every_certificate_served(responder, pki):
         assert client.ocsp_response() == stapler.responses[der]
 
 
+def test_stapler_skips_a_certificate_replaced_by_another_key_type(responder, pki):
+    """set_cert(RSA) then set_cert(ECDSA): OpenSSL's context still holds the RSA certificate,
+    never served again; the stapler asks only for the ECDSA one."""
+    sctx = server_ctx(pki.good_rsa)
+    sctx.set_cert(pki.good.chain_pem, pki.good.key_pem)
+    stapler = fasttls.OCSPStapler(sctx)
+    stapler.refresh()
+    assert responder.requests == 1
+    assert list(stapler.responses) == [pki.good.cert.public_bytes(DER)]
+
+
 def test_stapler_on_a_dropin_context(responder, pki, tmp_path):
     cert = tmp_path / "good.pem"
     cert.write_bytes(pki.good.chain_pem + pki.good.key_pem)
