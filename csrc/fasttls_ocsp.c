@@ -1,13 +1,14 @@
-/* OCSP stapling: a server staples the response its context holds; a client asks for one and,
- * in require mode, checks it during the handshake; both ends share one check of a response.
+/* OCSP stapling: a server staples the response its context holds for the certificate it
+ * serves; a client asks for one and, in require mode, checks it during the handshake; the
+ * client and fasttls.OCSPStapler share one check of a response (fasttls_ocsp_check).
  *
  * No Python runs per handshake: the status callback (SSL_CTX_set_tlsext_status_cb) is C, for
  * both roles (OpenSSL calls the same callback on a server, to get the response to send, and on
  * a client, once the server's certificate and status have arrived).
  *
- * The staple a server context holds is replaced while handshakes read it (a refresher thread):
- * it lives in the context's own `struct ocsp_conf` under a lock of its own, and each handshake
- * copies it out under that lock (OpenSSL frees the copy with the SSL), so a replacement never
+ * The staples a server context holds are replaced while handshakes read them (a refresher
+ * thread): they live in the context's own `struct ocsp_conf` under a lock of its own, and each
+ * handshake copies its staple out under that lock (OpenSSL frees the copy with the SSL), so a replacement never
  * frees bytes a handshake still sends. */
 #include "fasttls_internal.h"
 
