@@ -8,8 +8,8 @@
  *
  * The staples a server context holds are replaced while handshakes read them (a refresher
  * thread): they live in the context's own `struct ocsp_conf` under a lock of its own, and each
- * handshake copies its staple out under that lock (OpenSSL frees the copy with the SSL), so a replacement never
- * frees bytes a handshake still sends. */
+ * handshake copies its staple out under that lock (OpenSSL frees the copy with the SSL), so a
+ * replacement never frees bytes a handshake still sends. */
 #include "fasttls_internal.h"
 
 #include <limits.h>
