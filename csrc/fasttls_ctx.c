@@ -258,7 +258,7 @@ int fasttls_init(void)
     /* Called once at import, under the GIL. */
     if (ctx_extra_index < 0)
         ctx_extra_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_extra_free);
-    return ctx_extra_index >= 0 && fasttls_bio_method_init();
+    return ctx_extra_index >= 0 && fasttls_bio_method_init() && fasttls_ocsp_init();
 }
 
 /* Mozilla's "intermediate" TLS 1.2 suites: forward secret AEAD only. */
@@ -476,4 +476,27 @@ int fasttls_ctx_cipher_count(SSL_CTX *ctx)
 const SSL_CIPHER *fasttls_ctx_cipher(SSL_CTX *ctx, int i)
 {
     return sk_SSL_CIPHER_value(SSL_CTX_get_ciphers(ctx), i);
+}
+
+/* The i-th identity served (fasttls_ctx_use_identity's): its certificate, and in *chain the
+ * certificates sent after it (maybe NULL); NULL past the last, and -1 in *count if the context
+ * keeps no identities of its own (its certificates are then OpenSSL's alone). Borrowed: valid
+ * while the caller holds the configuration lock, which every change of identities takes. The
+ * OCSP stapler's list, which OpenSSL's own cannot be: after a replacement that dropped a key
+ * type, the SSL_CTX still holds the old certificate (see identity_callback). */
+X509 *fasttls_ctx_identity(SSL_CTX *ctx, int i, STACK_OF(X509) **chain, int *count)
+{
+    struct ctx_extra *x = extra(ctx);
+    X509 *cert = NULL;
+    *chain = NULL;
+    *count = -1;
+    if (x == NULL || !CRYPTO_THREAD_read_lock(x->lock))
+        return NULL;
+    *count = x->n_ids > 0 ? x->n_ids : -1;
+    if (i >= 0 && i < x->n_ids) {
+        cert = x->ids[i].cert;
+        *chain = x->ids[i].chain;
+    }
+    CRYPTO_THREAD_unlock(x->lock);
+    return cert;
 }

@@ -8,11 +8,12 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/ssl.h>
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 6
+#define FASTTLS_ABI 7
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
@@ -188,5 +189,29 @@ X509_NAME *fasttls_x509_san_dirname(X509 *x, int i);
 #define FASTTLS_URI_CA_ISSUERS 1
 #define FASTTLS_URI_CRL 2
 int fasttls_x509_uri(X509 *x, int which, int i, unsigned char **value);
+
+/* OCSP stapling (fasttls_ocsp.c). fasttls_ocsp_check's results; a failed require-mode handshake
+ * reports one through fasttls_conn_ocsp_failure. */
+#define FASTTLS_OCSP_GOOD 0
+#define FASTTLS_OCSP_MALFORMED 1     /* not a DER OCSP response */
+#define FASTTLS_OCSP_UNSUCCESSFUL 2  /* responseStatus is not "successful" (tryLater, ...) */
+#define FASTTLS_OCSP_BAD_SIGNATURE 3 /* not signed by the issuer or a responder it delegated */
+#define FASTTLS_OCSP_NOT_FOR_CERT 4  /* no status in it for this certificate */
+#define FASTTLS_OCSP_REVOKED 5
+#define FASTTLS_OCSP_UNKNOWN 6       /* the responder does not know the certificate */
+#define FASTTLS_OCSP_EXPIRED 7       /* past nextUpdate, or thisUpdate in the future */
+#define FASTTLS_OCSP_MISSING 8       /* required, and the server stapled none */
+#define FASTTLS_OCSP_NO_ISSUER 9     /* the issuer of the certificate is not known */
+int fasttls_ocsp_check(const unsigned char *der, size_t len, X509 *leaf, X509 *issuer,
+                       int64_t *this_update, int64_t *next_update);
+int fasttls_ocsp_request(X509 *leaf, X509 *issuer, unsigned char *buf, size_t cap);
+int fasttls_ocsp_is_about(const unsigned char *der, size_t len, X509 *leaf, X509 *issuer);
+X509 *fasttls_ctx_cert(SSL_CTX *ctx, int i, X509 **issuer);
+int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, X509 *leaf, const unsigned char *der,
+                                  size_t len);
+int fasttls_ctx_set_ocsp_client(SSL_CTX *ctx, int request, int require);
+int fasttls_conn_request_ocsp(fasttls_conn *c);
+long fasttls_conn_ocsp_response(fasttls_conn *c, const unsigned char **der);
+int fasttls_conn_ocsp_failure(fasttls_conn *c);
 
 #endif

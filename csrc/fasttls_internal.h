@@ -7,7 +7,8 @@
  *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
  *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
- *   fasttls_tickets.c  session-ticket keys shared by a fleet (nginx's key format) */
+ *   fasttls_tickets.c  session-ticket keys shared by a fleet (nginx's key format)
+ *   fasttls_ocsp.c  OCSP stapling: the status callback of both roles, checking responses */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
 
@@ -72,6 +73,15 @@ FASTTLS_INTERNAL struct fasttls_tickets **fasttls_ctx_tickets(const SSL_CTX *ctx
 /* ---- fasttls_tickets.c ---- */
 
 FASTTLS_INTERNAL void fasttls_tickets_free(struct fasttls_tickets *t);
+/* The i-th identity's certificate and chain, borrowed (see fasttls_ctx.c); *count is how many
+ * there are, -1 if the context keeps none of its own. */
+FASTTLS_INTERNAL X509 *fasttls_ctx_identity(SSL_CTX *ctx, int i, STACK_OF(X509) **chain,
+                                            int *count);
+
+/* ---- fasttls_ocsp.c ---- */
+
+/* Called by fasttls_init: the ex_data indexes. */
+FASTTLS_INTERNAL int fasttls_ocsp_init(void);
 
 /* ---- fasttls_x509.c ---- */
 

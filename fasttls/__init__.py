@@ -5,7 +5,9 @@ The sans-IO API (`newctx`, `newtls`) and socket helpers in the style of skynet's
 from fasttls._binding import OPENSSL_VERSION
 from fasttls._context import Context, newctx
 from fasttls.stdlib import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
-from fasttls._errors import SSLCertVerificationError, SSLEOFError, SSLError, SSLZeroReturnError
+from fasttls._errors import (OCSPError, SSLCertVerificationError, SSLEOFError, SSLError,
+                             SSLZeroReturnError)
+from fasttls._ocsp import OCSPStapler
 from fasttls._tls import TLS, Session, State, newtls, socket_timeout_ms
 from fasttls._version import __version__
 from fasttls.helpers import (
@@ -20,6 +22,8 @@ from fasttls.helpers import (
 __all__ = [
     "OPENSSL_VERSION",
     "Context",
+    "OCSPError",
+    "OCSPStapler",
     "SSLContext",
     "Session",
     "State",

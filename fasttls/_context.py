@@ -315,7 +315,8 @@ class Context:
     __slots__ = ("_ctx", "_lock", "_verify_mode", "_check_hostname", "_check_common_name",
                  "_ca_loaded", "_store_shared", "_keylog_filename", "_alpn_protocols",
                  "_sni_callback", "_groups", "_system_store_by_default", "_psk_client_callback",
-                 "_psk_server_callback", "__weakref__")
+                 "_psk_server_callback", "_ocsp_stapling", "_require_ocsp_staple",
+                 "_ocsp_response", "__weakref__")
 
     def __init__(self) -> None:
         ctx = lib.fasttls_ctx_new()
@@ -338,6 +339,9 @@ class Context:
         self._system_store_by_default = True
         self._psk_client_callback: Optional[Callable] = None
         self._psk_server_callback: Optional[Callable] = None
+        self._ocsp_stapling = False
+        self._require_ocsp_staple = False
+        self._ocsp_response: Optional[bytes] = None
 
     # ---- certificates and keys ----
 
@@ -838,6 +842,87 @@ class Context:
             _psk_contexts[int(ffi.cast("uintptr_t", self._ctx))] = self
         else:
             _psk_contexts.pop(int(ffi.cast("uintptr_t", self._ctx)), None)
+
+    # ---- OCSP stapling ----
+
+    @_locked
+    def set_ocsp_response(self, der: Optional[bytes]) -> None:
+        """Server side: staple this DER OCSP response in handshakes of clients that ask for one
+        (status_request), from now on; None removes every staple. A context serving several
+        certificates (add_cert) staples each its own: the response goes with the certificate
+        it is about, or, about none of them, with every certificate that has none of its own.
+        Safe while handshakes run in other threads: each takes a copy. It is sent unchecked
+        (fasttls.OCSPStapler fetches and checks one, and replaces it before it expires)."""
+        if der is not None:
+            if not isinstance(der, (bytes, bytearray, memoryview)):
+                raise TypeError(f"an OCSP response is bytes, not {type(der).__name__}")
+            der = bytes(der)
+            if not der:
+                raise ValueError("an OCSP response cannot be empty (None removes it)")
+            _check_length("the OCSP response", der, 0xFFFFFF)  # TLS's 24-bit length
+            about = next((leaf for leaf, issuer in self._identity_certificates()
+                          if lib.fasttls_ocsp_is_about(der, len(der), leaf, issuer)), ffi.NULL)
+        else:
+            about = ffi.NULL
+        self._set_staple(about, der)
+
+    @_locked
+    def _staple(self, leaf, der: Optional[bytes]) -> None:
+        """Staple `der` (None: remove it) for the certificate `leaf` (an X509 cdata)."""
+        self._set_staple(leaf, der)
+
+    def _set_staple(self, leaf, der: Optional[bytes]) -> None:
+        if not lib.fasttls_ctx_set_ocsp_response(self._ctx, leaf, der or b"", len(der or b"")):
+            raise MemoryError("cannot set the OCSP response")
+        self._ocsp_response = der
+
+    def _identity_certificates(self) -> "list[tuple[Any, Any]]":
+        """(certificate, issuer or NULL) X509s of each identity served, freed when dropped.
+        The caller holds the lock (walking them moves OpenSSL's current certificate)."""
+        found: "list[tuple[Any, Any]]" = []
+        issuer = ffi.new("X509 **")
+        while True:
+            leaf = lib.fasttls_ctx_cert(self._ctx, len(found), issuer)
+            if leaf == ffi.NULL:
+                return found
+            found.append((ffi.gc(leaf, lib.X509_free),
+                          ffi.gc(issuer[0], lib.X509_free) if issuer[0] != ffi.NULL
+                          else ffi.NULL))
+
+    @property
+    def ocsp_response(self) -> Optional[bytes]:
+        """The OCSP response last stapled (set_ocsp_response or an OCSPStapler), or None."""
+        return self._ocsp_response
+
+    @property
+    def ocsp_stapling(self) -> bool:
+        """Client side: ask the server for its certificate's OCSP status (the status_request
+        extension); `TLS.ocsp_response()` then returns what it stapled. Unchecked unless
+        require_ocsp_staple is on. Default False. Connections created afterwards."""
+        return self._ocsp_stapling or self._require_ocsp_staple
+
+    @ocsp_stapling.setter
+    def ocsp_stapling(self, value: bool) -> None:
+        self._set_ocsp_client(bool(value), self._require_ocsp_staple)
+
+    @property
+    def require_ocsp_staple(self) -> bool:
+        """Client side: fail the handshake (SSLCertVerificationError naming the cause) unless
+        the server staples a good OCSP response for its certificate: signed by the certificate's
+        issuer in the verified chain, or a responder it delegated to, status good, within its
+        thisUpdate/nextUpdate. Turns ocsp_stapling on. A resumed session is not checked again
+        (no certificate is sent). Default False."""
+        return self._require_ocsp_staple
+
+    @require_ocsp_staple.setter
+    def require_ocsp_staple(self, value: bool) -> None:
+        self._set_ocsp_client(self._ocsp_stapling, bool(value))
+
+    @_locked
+    def _set_ocsp_client(self, request: bool, require: bool) -> None:
+        if not lib.fasttls_ctx_set_ocsp_client(self._ctx, request, require):
+            raise MemoryError("cannot set the OCSP options")
+        self._ocsp_stapling, self._require_ocsp_staple = request, require
 
     # ---- server name indication ----
 

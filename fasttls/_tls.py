@@ -597,6 +597,8 @@ class TLS:
 
     def _check_start(self) -> None:
         ctx = self._context
+        if not self._server and (ctx._ocsp_stapling or ctx._require_ocsp_staple):
+            lib.fasttls_conn_request_ocsp(self._conn)  # the context as it is now
         if (not self._server and self._hostname is None and ctx.check_hostname
                 and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE):
             raise ValueError("check_hostname requires server_hostname: pass newtls(..., "
@@ -840,6 +842,13 @@ class TLS:
 
     def session_reused(self) -> bool:
         return bool(lib.SSL_session_reused(self._ssl()))
+
+    def ocsp_response(self) -> Optional[bytes]:
+        """Client side: the DER OCSP response the server stapled, or None (not asked for: see
+        Context.ocsp_stapling; none sent; a resumed session; a server connection)."""
+        der = ffi.new("const unsigned char **")
+        n = lib.fasttls_conn_ocsp_response(self._conn, der)
+        return _unpack(ffi.cast("char *", der[0]), n) if n > 0 else None
 
     @property
     def session(self) -> Optional[Session]:

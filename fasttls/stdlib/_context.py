@@ -25,7 +25,7 @@ from fasttls._context import Context
 from fasttls._errors import SSLError, report_unraisable
 from fasttls._tls import TLS
 
-from ._adapter import SessionCache, SSLObject, SSLObjectAdapter, SSLSocketAdapter
+from ._adapter import SessionCache, SSLObject, SSLObjectAdapter, SSLSocket, SSLSocketAdapter
 from ._transports import BIOTransport, SocketTransport
 
 __all__ = ["SSLContext", "create_default_context"]
@@ -103,6 +103,8 @@ class SSLContext(_StdSSLContext):
 
     # wrap_bio's objects: ssl.SSLObject with the adapter's fast paths in front (see SSLObject).
     sslobject_class = SSLObject
+    # wrap_socket's: ssl.SSLSocket plus ocsp_response().
+    sslsocket_class = SSLSocket
 
     _fasttls: Context
     _sessions: SessionCache
@@ -371,6 +373,30 @@ class SSLContext(_StdSSLContext):
         report_unraisable(TypeError(f"sni_callback returned {type(result).__name__}, "
                                     "expected None or an alert number"))
         return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+
+    # ---- OCSP stapling (fasttls's additions; see Context) ----
+
+    def set_ocsp_response(self, der: Optional[bytes]) -> None:
+        """Server side: staple this DER OCSP response (None: none); see fasttls.OCSPStapler."""
+        self._fasttls.set_ocsp_response(der)
+
+    @property
+    def ocsp_stapling(self) -> bool:
+        """Client side: ask for the server's OCSP staple (SSLSocket/SSLObject.ocsp_response())."""
+        return self._fasttls.ocsp_stapling
+
+    @ocsp_stapling.setter
+    def ocsp_stapling(self, value: bool) -> None:
+        self._fasttls.ocsp_stapling = value
+
+    @property
+    def require_ocsp_staple(self) -> bool:
+        """Client side: fail the handshake unless the server staples a good OCSP response."""
+        return self._fasttls.require_ocsp_staple
+
+    @require_ocsp_staple.setter
+    def require_ocsp_staple(self, value: bool) -> None:
+        self._fasttls.require_ocsp_staple = value
 
     @property
     def _msg_callback(self):
