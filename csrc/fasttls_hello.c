@@ -49,9 +49,10 @@ struct fasttls_new_session {
  * handshake steps under its read lock. */
 static int hello_index = -1;
 
-static int hello_index_ready(void)
+/* Called once by fasttls_init, at import (cffi calls release the GIL: a lazy initialisation
+ * could race). */
+int fasttls_hello_init(void)
 {
-    /* First used from Python (GIL held), before any handshake. */
     if (hello_index < 0)
         hello_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     return hello_index >= 0;
@@ -203,7 +204,7 @@ static int new_session(SSL *ssl, SSL_SESSION *session)
 
 int fasttls_ctx_enable_session_store(SSL_CTX *ctx, int on)
 {
-    if (!hello_index_ready())
+    if (hello_index < 0)
         return 0;
     set_enabled(ctx, FASTTLS_HELLO_SESSION, on);
     if (on) {

@@ -62,6 +62,7 @@ FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 
 /* ---- fasttls_hello.c ---- */
 
+FASTTLS_INTERNAL int fasttls_hello_init(void);
 /* Called by fasttls_conn_release: the sessions held for the application. */
 FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
 
