@@ -58,6 +58,11 @@ int fasttls_hello_init(void)
     return hello_index >= 0;
 }
 
+static int hello_index_ready(void)
+{
+    return hello_index >= 0;
+}
+
 static unsigned int hello_enabled(const SSL_CTX *ctx)
 {
     return hello_index < 0 ? 0 : (unsigned int)(uintptr_t)SSL_CTX_get_ex_data(ctx, hello_index);
@@ -204,7 +209,7 @@ static int new_session(SSL *ssl, SSL_SESSION *session)
 
 int fasttls_ctx_enable_session_store(SSL_CTX *ctx, int on)
 {
-    if (hello_index < 0)
+    if (!hello_index_ready())
         return 0;
     set_enabled(ctx, FASTTLS_HELLO_SESSION, on);
     if (on) {
