@@ -227,7 +227,8 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
-                 "_release", "_plain", "_out", "_read_output", "_sni_listed", "_pause", "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "_sni_listed", "_pause",
+                 "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
