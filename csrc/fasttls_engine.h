@@ -183,8 +183,8 @@ ptrdiff_t fasttls_py_write(fasttls_conn *c, const unsigned char *data, size_t le
  * fasttls_ctx_enable_session_store: server contexts look sessions up in, and give new ones to,
  * the application (no internal cache, no stateless tickets: TLS 1.3 tickets are stateful).
  * fasttls_conn_hand_in_session: the answer to FASTTLS_HELLO_SESSION, a serialised session or
- * NULL for "not found": 1 taken, 0 refused (unreadable, or not the session asked for: then
- * treated as not found). fasttls_conn_new_session: the i-th session made since the last
+ * NULL for "not found": 1 taken (or nothing to take), 0 refused (unreadable, or not the session
+ * asked for: then treated as not found). fasttls_conn_new_session: the i-th session made since the last
  * fasttls_conn_clear_new_sessions (0 past the last): its ID, its DER and its timeout (s). */
 int fasttls_ctx_enable_session_store(SSL_CTX *ctx, int on);
 int fasttls_conn_hand_in_session(fasttls_conn *c, const unsigned char *der, size_t len);

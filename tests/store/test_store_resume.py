@@ -272,3 +272,41 @@ def test_tls13_resumption_through_a_hello_retry_request(ident):
     from fasttls._binding import ffi, lib
     # P-256, not the X25519 of the client's only key share: the server asked again (HRR).
     assert ffi.string(lib.fasttls_conn_group(server._conn)) == b"secp256r1"
+
+
+class Blocking(MemoryStore):
+    """Writes wait until released (a stalled store), lookups answer at once."""
+
+    local = False
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self.release = threading.Event()
+        self.writing = threading.Event()
+
+    def set(self, key, value, ttl, timeout=None):
+        self.writing.set()
+        assert self.release.wait(30)
+        super().set(key, value, ttl)
+
+
+def test_new_sessions_are_written_in_the_background_and_bounded(ident):
+    """A stalled store holds up no handshake: sessions queue for the writer thread up to
+    max_pending, the rest are dropped (counted); once the store answers, the queue drains."""
+    store = Blocking()
+    sctx = store_ctx(ident, store)
+    saver = sctx._session_store_saver
+    saver.max_pending = 2
+    cctx = client_ctx(ident, **version_options(ssl.TLSVersion.TLSv1_2))
+    pump(fasttls.newtls("client", cctx, "localhost"), fasttls.newtls("server", sctx))
+    assert store.writing.wait(30)  # the writer thread is stuck in the first write
+    for _ in range(4):  # these handshakes complete all the same
+        client, server = fasttls.newtls("client", cctx, "localhost"), fasttls.newtls(
+            "server", sctx)
+        pump(client, server)
+        assert client.finished() and server.finished()
+    assert saver.dropped == 2 and len(store) == 0
+    store.release.set()
+    assert saver.flush(30)
+    assert len(store) == 3 and saver.failed == 0
