@@ -665,6 +665,8 @@ class TLS:
             return SSLError(ssl.SSL_ERROR_SSL, "the connection was already released")
         error = error_from_conn(self._conn, self._hostname)
         error.alert = self._take_output()
+        if self._server and self._context._session_store is not None:
+            self._context._session_store_saver.evict(self)  # as OpenSSL's own cache does
         return error
 
     @property

@@ -310,3 +310,31 @@ def test_new_sessions_are_written_in_the_background_and_bounded(ident):
     store.release.set()
     assert saver.flush(30)
     assert len(store) == 3 and saver.failed == 0
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_fatal_alert_evicts_a_tls12_session(ident, version):
+    """As OpenSSL's own cache: a TLS 1.2 session whose connection failed with a fatal alert is
+    forgotten (RFC 5246 7.2.2), in the shared store too; TLS 1.3 has no such rule, and a
+    connection that just ends keeps its session (test_dropped_without_close_notify_...)."""
+    store = MemoryStore()
+    cctx = client_ctx(ident, **version_options(version))
+    client = fasttls.newtls("client", cctx, "localhost")
+    server = fasttls.newtls("server", store_ctx(ident, store))
+    pump(client, server)
+    client.read(b"")
+    kept = store.keys()
+    assert kept
+    record = bytearray(client.write(b"forged"))
+    record[-1] ^= 1
+    with pytest.raises(fasttls.SSLError) as failure:
+        server.read(bytes(record))
+    assert failure.value.alert  # the bad_record_mac alert for the client
+    if version == ssl.TLSVersion.TLSv1_2:
+        assert store.keys() == [] and server.context._session_store_saver.evicted == 1
+        again = fasttls.newtls("client", cctx, "localhost", session=client.session)
+        other = fasttls.newtls("server", store_ctx(ident, store))
+        pump(again, other)
+        assert not other.session_reused()
+    else:
+        assert store.keys() == kept
