@@ -46,6 +46,8 @@ struct ctx_extra {
     struct identity ids[IDENTITIES_MAX];
     int n_ids;
     int per_connection;
+    /* Session-ticket keys (fasttls_tickets.c), NULL until set; freed with the context. */
+    struct fasttls_tickets *tickets;
 };
 
 static int ctx_extra_index = -1;
@@ -53,6 +55,12 @@ static int ctx_extra_index = -1;
 static struct ctx_extra *extra(const SSL_CTX *ctx)
 {
     return SSL_CTX_get_ex_data(ctx, ctx_extra_index);
+}
+
+struct fasttls_tickets **fasttls_ctx_tickets(const SSL_CTX *ctx)
+{
+    struct ctx_extra *x = extra(ctx);
+    return x != NULL ? &x->tickets : NULL;
 }
 
 CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx)
@@ -239,6 +247,7 @@ static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     free(x->keylog_path);
     while (x->n_ids > 0)
         identity_free(&x->ids[--x->n_ids]);
+    fasttls_tickets_free(x->tickets);
     free(x);
 }
 

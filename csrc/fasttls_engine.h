@@ -108,6 +108,16 @@ int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_l
                              const char *key_pem, size_t key_len, const char *password,
                              size_t password_len, int how);
 int fasttls_ctx_load_dh_params(SSL_CTX *ctx, const char *pem, size_t len);
+/* Session-ticket keys (fasttls_tickets.c), nginx's format: n keys, lens[i] bytes each (80 or
+ * 48), one after the other in data, the current key first. n == 0: OpenSSL's own per-context
+ * key again. 1 done, 0 out of memory, -1 a wrong length (the context keeps its keys). */
+#define FASTTLS_TICKET_KEY_AES256 80
+#define FASTTLS_TICKET_KEY_AES128 48
+int fasttls_ctx_set_ticket_keys(SSL_CTX *ctx, const unsigned char *data, const size_t *lens,
+                                size_t n);
+/* out[4]: tickets issued, decrypted under the current key, under a previous key (renewed),
+ * under an unknown key. Returns the number of keys set. */
+int fasttls_ctx_ticket_stats(SSL_CTX *ctx, unsigned long *out);
 int fasttls_lowest_version(void);
 int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t len, int pem);
 X509_STORE *fasttls_store_new(const char *cafile, const char *capath, int defaults);

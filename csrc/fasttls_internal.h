@@ -8,7 +8,8 @@
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
  *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
  *   fasttls_hello.c the client-hello callback (handshake pauses), the shared session store
- *   fasttls_seal.c  sealing session blobs (AES-256-GCM) for the shared store */
+ *   fasttls_seal.c  sealing session blobs (AES-256-GCM) for the shared store
+ *   fasttls_tickets.c  session-ticket keys shared by a fleet (nginx's key format) */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
 
@@ -71,6 +72,14 @@ FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
 /* The readers-writer lock guarding a context's configuration (NULL for a context that
  * fasttls_ctx_new did not make). */
 FASTTLS_INTERNAL CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx);
+/* Where the context keeps its session-ticket keys (NULL for a context fasttls_ctx_new did not
+ * make); the slot holds NULL until keys are first set. */
+struct fasttls_tickets;
+FASTTLS_INTERNAL struct fasttls_tickets **fasttls_ctx_tickets(const SSL_CTX *ctx);
+
+/* ---- fasttls_tickets.c ---- */
+
+FASTTLS_INTERNAL void fasttls_tickets_free(struct fasttls_tickets *t);
 
 /* ---- fasttls_x509.c ---- */
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 from fasttls._binding import ffi, lib
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._errors import SSLError, error_from_queue, report_unraisable
+from fasttls._tickets import KeyPath, TicketKeys, pack_keys, read_key_files, wipe
 
 __all__ = ["Context", "newctx"]
 
@@ -636,6 +637,56 @@ class Context:
             raise ValueError("value must be non-negative")
         if not lib.SSL_CTX_set_num_tickets(self._ctx, value):
             raise error_from_queue(f"cannot set num_tickets to {value!r}")
+
+    # ---- session tickets shared by a fleet ----
+
+    def set_session_ticket_keys(self, keys: TicketKeys) -> None:
+        """Encrypt and decrypt session tickets (TLS 1.2 RFC 5077 tickets and TLS 1.3
+        stateless tickets) with these keys instead of a random key of this process, so that
+        servers sharing them resume each other's clients. `keys` is a list, the current key
+        first, then previous ones: nginx's format, 80 bytes (16-byte name, 32-byte HMAC-SHA256
+        secret, 32-byte AES-256-CBC key) or 48 bytes (AES-128). New tickets use the current
+        key; a ticket under a previous key is accepted and a new one issued; a ticket under
+        any other key means a full handshake. TLS 1.3 resumptions always get a new ticket.
+        Calling it again replaces the keys at once, for connections in progress too (wiping
+        the old ones); an empty list goes back to a per-process random key. ValueError for a
+        key of another length (the keys in use stay)."""
+        packed, lengths = pack_keys(keys)
+        try:
+            self._install_ticket_keys(packed, lengths)
+        finally:
+            wipe(packed)
+
+    def load_session_ticket_keys(self, paths: Union[KeyPath, "list[KeyPath]"]) -> None:
+        """set_session_ticket_keys with keys read from files of nginx's `ssl_session_ticket_key`
+        format (`openssl rand 80 > current.key`): one key per file, the current key's file
+        first. Call it again after rewriting the files to rotate (no restart). OSError naming
+        the file if one cannot be read; ValueError if one is not 80 or 48 bytes."""
+        packed, lengths = read_key_files(paths)
+        try:
+            self._install_ticket_keys(packed, lengths)
+        finally:
+            wipe(packed)
+
+    @_locked
+    def _install_ticket_keys(self, packed: bytearray, lengths: "list[int]") -> None:
+        sizes = ffi.new("size_t[]", lengths or [0])
+        result = lib.fasttls_ctx_set_ticket_keys(self._ctx, ffi.from_buffer(packed), sizes,
+                                                 len(lengths))
+        if result < 0:  # pack_keys checked the lengths already
+            raise error_from_queue("a session ticket key has the wrong length")
+        if result == 0:
+            raise error_from_queue("cannot set the session ticket keys")
+
+    def session_ticket_stats(self) -> "dict[str, int]":
+        """What the session ticket keys did since they were first set: `keys` in use,
+        tickets `issued`, tickets presented by clients and decrypted under the `current` key
+        or a `previous` one (those are renewed), and under an `unknown` key (a full handshake
+        followed). All zero before set_session_ticket_keys."""
+        out = ffi.new("unsigned long[4]")
+        keys = lib.fasttls_ctx_ticket_stats(self._ctx, out)
+        return {"keys": keys, "issued": out[0], "current": out[1], "previous": out[2],
+                "unknown": out[3]}
 
     def session_stats(self) -> "dict[str, int]":
         """OpenSSL's session cache counters, under the stdlib's names."""

@@ -404,6 +404,20 @@ class SSLContext(_StdSSLContext):
     def session_store(self):
         return self._fasttls.session_store
 
+    # Not in the stdlib: fleet-wide session tickets (see fasttls.Context).
+    def set_session_ticket_keys(self, keys) -> None:
+        """fasttls.Context.set_session_ticket_keys: shared session-ticket keys, nginx's
+        80-byte (or 48-byte) format, the current key first."""
+        self._fasttls.set_session_ticket_keys(keys)
+
+    def load_session_ticket_keys(self, paths) -> None:
+        """fasttls.Context.load_session_ticket_keys: the keys from nginx-format key files, one
+        per file, the current key's first; call again to rotate."""
+        self._fasttls.load_session_ticket_keys(paths)
+
+    def session_ticket_stats(self) -> dict:
+        return self._fasttls.session_ticket_stats()
+
     if sys.version_info >= (3, 13):  # the stdlib's TLS-PSK API, new in 3.13
         def set_psk_client_callback(self, callback) -> None:
             if self.protocol == ssl.PROTOCOL_TLS_SERVER:
