@@ -871,7 +871,9 @@ class Context:
         (stateless tickets are turned off). The lookup happens between handshake calls
         (`TLS.pause`), never inside one; new sessions are written after the handshake without
         holding it up. A store that fails or is slow means a full handshake, never a failed
-        one. None: back to the in-process cache and stateless tickets."""
+        one. None: back to the in-process cache and stateless tickets. Stateless tickets
+        are off while a store is set, shared session-ticket keys included: a fleet uses one
+        or the other."""
         from fasttls.store._saver import SessionSaver  # the store package only when used
         if store is not None and not all(
                 callable(getattr(store, name, None)) for name in ("get", "set", "get_async")):

@@ -338,3 +338,24 @@ def test_a_fatal_alert_evicts_a_tls12_session(ident, version):
         assert not other.session_reused()
     else:
         assert store.keys() == kept
+
+
+def test_a_store_turns_stateless_tickets_off_shared_keys_included(ident):
+    """With both set, the store is what resumes: no ticket is issued under the shared keys
+    (TLS 1.2 resumes by session ID); without the store, the keys are in use again."""
+    store = MemoryStore()
+    sctx = server_ctx(ident)
+    sctx.set_session_ticket_keys([bytes(range(80))])
+    sctx.set_session_store(store)
+    cctx = client_ctx(ident, **version_options(ssl.TLSVersion.TLSv1_2))
+    client = fasttls.newtls("client", cctx, "localhost")
+    pump(client, fasttls.newtls("server", sctx))
+    assert not client.session.has_ticket and len(store) == 1
+    again = fasttls.newtls("client", cctx, "localhost", session=client.session)
+    server = fasttls.newtls("server", sctx)
+    pump(again, server)
+    assert server.session_reused()
+    sctx.set_session_store(None)
+    client = fasttls.newtls("client", cctx, "localhost")
+    pump(client, fasttls.newtls("server", sctx))
+    assert client.session.has_ticket and len(store) == 1
