@@ -8,12 +8,12 @@ nothing but what the mode's model predicts (TLS 1.2 sessions still sealed under 
 second rotation dropped). Every process (servers, haproxy, redis-server) is killed in teardown;
 every wait and loop is bounded."""
 import pytest
-
-import fasttls
-from fasttls.bench.fleet import Fleet, ReturningClient, Tally, run_round, stdlib_client_context
 from support.pairs import TLS12, TLS13
 from support.requires import require_program
 from support.stores import require_module
+
+import fasttls
+from fasttls.bench.fleet import Fleet, ReturningClient, Tally, run_round, stdlib_client_context
 
 CLIENTS = 25  # not a multiple of the 3 servers
 THREADS = 2
