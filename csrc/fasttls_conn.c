@@ -347,6 +347,7 @@ void fasttls_conn_release(fasttls_conn *c)
     if (c->ssl != NULL)
         SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
     fasttls_io_release(c);
+    fasttls_hello_release(c);
     SSL_free(c->ssl);
     c->ssl = NULL;
     c->first_ctx = NULL;
@@ -447,7 +448,12 @@ static int fasttls_handshake_inner(fasttls_conn *c, const unsigned char *data, s
             clear_stale_errors(); /* a completed handshake may still leave a note behind */
         } else {
             int e = SSL_get_error(c->ssl, r);
-            status = e == SSL_ERROR_WANT_READ ? FASTTLS_WANT_READ : fail(c, e);
+            if (e == SSL_ERROR_WANT_READ)
+                status = FASTTLS_WANT_READ;
+            else if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB)
+                status = FASTTLS_WANT_HELLO; /* see fasttls_hello.c */
+            else
+                status = fail(c, e);
         }
         release_step(c);
     }

@@ -258,7 +258,8 @@ int fasttls_init(void)
     /* Called once at import, under the GIL. */
     if (ctx_extra_index < 0)
         ctx_extra_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_extra_free);
-    return ctx_extra_index >= 0 && fasttls_bio_method_init() && fasttls_ocsp_init();
+    return ctx_extra_index >= 0 && fasttls_bio_method_init() && fasttls_ocsp_init() &&
+           fasttls_hello_init();
 }
 
 /* Mozilla's "intermediate" TLS 1.2 suites: forward secret AEAD only. */

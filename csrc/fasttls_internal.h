@@ -7,6 +7,8 @@
  *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
  *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
+ *   fasttls_hello.c the client-hello callback (handshake pauses), the shared session store
+ *   fasttls_seal.c  sealing session blobs (AES-256-GCM) for the shared store
  *   fasttls_tickets.c  session-ticket keys shared by a fleet (nginx's key format)
  *   fasttls_ocsp.c  OCSP stapling: the status callback of both roles, checking responses */
 #ifndef FASTTLS_INTERNAL_H
@@ -59,6 +61,12 @@ FASTTLS_INTERNAL int fasttls_keep_rest(fasttls_conn *c);
 
 /* Called by fasttls_conn_release: the duplex mutex, if any. */
 FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
+
+/* ---- fasttls_hello.c ---- */
+
+FASTTLS_INTERNAL int fasttls_hello_init(void);
+/* Called by fasttls_conn_release: the sessions held for the application. */
+FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
 
 /* ---- fasttls_ctx.c ---- */
 

@@ -316,7 +316,7 @@ class Context:
                  "_ca_loaded", "_store_shared", "_keylog_filename", "_alpn_protocols",
                  "_sni_callback", "_groups", "_system_store_by_default", "_psk_client_callback",
                  "_psk_server_callback", "_ocsp_stapling", "_require_ocsp_staple",
-                 "_ocsp_response", "__weakref__")
+                 "_ocsp_response", "_session_store", "_session_store_saver", "__weakref__")
 
     def __init__(self) -> None:
         ctx = lib.fasttls_ctx_new()
@@ -342,6 +342,8 @@ class Context:
         self._ocsp_stapling = False
         self._require_ocsp_staple = False
         self._ocsp_response: Optional[bytes] = None
+        self._session_store: Any = None  # a fasttls.store.SessionStore: see set_session_store
+        self._session_store_saver: Any = None
 
     # ---- certificates and keys ----
 
@@ -943,6 +945,36 @@ class Context:
             raise TypeError("sni_callback must be callable or None")
         self._sni_callback = callback
         lib.fasttls_ctx_enable_sni_callback(self._ctx, callback is not None)
+
+    # ---- the shared session store ----
+
+    @_locked
+    def set_session_store(self, store) -> None:
+        """Server side: keep sessions in `store` (a `fasttls.store.SessionStore`, e.g. a
+        RedisStore shared by a fleet) instead of this process's cache, so a client resumes on
+        whichever server it reaches: TLS 1.2 by session ID, TLS 1.3 by stateful tickets
+        (stateless tickets are turned off). The lookup happens between handshake calls
+        (`TLS.pause`), never inside one; new sessions are written after the handshake without
+        holding it up. A store that fails or is slow means a full handshake, never a failed
+        one. None: back to the in-process cache and stateless tickets. Stateless tickets
+        are off while a store is set, shared session-ticket keys included: a fleet uses one
+        or the other."""
+        from fasttls.store._saver import SessionSaver  # the store package only when used
+        if store is not None and not all(
+                callable(getattr(store, name, None)) for name in ("get", "set", "get_async")):
+            raise TypeError("the session store must implement fasttls.store.SessionStore")
+        old = self._session_store_saver
+        if not lib.fasttls_ctx_enable_session_store(self._ctx, store is not None):
+            raise MemoryError("cannot enable the session store")
+        self._session_store = store
+        self._session_store_saver = SessionSaver(store) if store is not None else None
+        if old is not None:
+            old.close()
+
+    @property
+    def session_store(self):
+        """The store set by set_session_store(), or None."""
+        return self._session_store
 
     # ---- diagnostics ----
 

@@ -53,6 +53,7 @@ from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
 from fasttls._errors import (SSLError, SSLZeroReturnError, error_from_conn, error_from_queue,
                              transport_eof)
+from fasttls._pause import HandshakePause
 
 __all__ = ["TLS", "Session", "newtls", "socket_timeout_ms"]
 
@@ -77,6 +78,8 @@ _WANT_WRITE = lib.FASTTLS_WANT_WRITE
 _EOF = lib.FASTTLS_EOF
 _IO_ERROR = lib.FASTTLS_IO_ERROR
 _TIMEOUT = lib.FASTTLS_TIMEOUT
+_WANT_HELLO = lib.FASTTLS_WANT_HELLO
+_HELLO_SESSION = lib.FASTTLS_HELLO_SESSION
 
 # Input: bytes go to C as they are (no copy); other buffers through ffi.from_buffer (no copy).
 # _release_input: an operation that raises drops its from_buffer cdata first. The exception's
@@ -224,7 +227,8 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
-                 "_release", "_plain", "_out", "_read_output", "_sni_listed", "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "_sni_listed", "_pause",
+                 "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -245,6 +249,7 @@ class TLS:
         self._release = ffi.gc(conn, lib.fasttls_conn_release)
         self._callback_error: Optional[BaseException] = None
         self._sni_listed = False
+        self._pause: Optional[HandshakePause] = None
         self._context = ctx  # the SSL holds the SSL_CTX; this keeps the Python side too
         self._hostname: Optional[str] = None
         self._state = State.HANDSHAKING
@@ -397,11 +402,35 @@ class TLS:
         if status == _ERROR:
             raise self._handshake_failure()
         if status == _OK:
-            self._done = True
-            self._set_state(State.OPEN)
+            self._handshake_done()
             if self._conn.held_len:
                 self._readable = False  # ciphertext came with the last flight: see _read_buffered
+        elif status == _WANT_HELLO:
+            self._pause = self._paused()
         return self._take_output()
+
+    @property
+    def pause(self) -> Optional[HandshakePause]:
+        """What the handshake waits for, the application's work rather than the peer's (a server's
+        session lookup in a shared store: a `fasttls.store.SessionLookup`), or None. The last
+        handshake call returned with the handshake still running (`handshake()` with whatever
+        is to be sent, `handshake_on()` False); resolve it (`resolve(timeout)` or `await
+        resolve_async()`, see fasttls._pause) and call the handshake again."""
+        return self._pause
+
+    def _paused(self) -> Optional[HandshakePause]:
+        """The pause for the engine's FASTTLS_WANT_HELLO: what the client-hello callback asks."""
+        wants = self._conn.hello_wants
+        if wants & _HELLO_SESSION:
+            from fasttls.store._lookup import SessionLookup  # only servers with a store get here
+            return SessionLookup(self, self._context._session_store)
+        raise SSLError(ssl.SSL_ERROR_SSL, f"the handshake paused for unknown work {wants:#x}")
+
+    def _handshake_done(self) -> None:
+        self._done = True
+        self._set_state(State.OPEN)
+        if self._context._session_store is not None:
+            self._context._session_store_saver.save(self)
 
     def finished(self) -> bool:
         """The handshake completed (also after the connection closed or broke later)."""
@@ -588,6 +617,7 @@ class TLS:
     def _before_step(self) -> None:
         """Before a handshake step: the first one's checks; a server whose context has an
         sni_callback (now: it may be set after the connection was made) is listed for it."""
+        self._pause = None  # resolved (else the engine pauses again, with a new one)
         if not self._started:
             self._check_start()
             self._started = True
@@ -637,6 +667,8 @@ class TLS:
             return SSLError(ssl.SSL_ERROR_SSL, "the connection was already released")
         error = error_from_conn(self._conn, self._hostname)
         error.alert = self._take_output()
+        if self._server and self._context._session_store is not None:
+            self._context._session_store_saver.evict(self)  # as OpenSSL's own cache does
         return error
 
     @property
@@ -735,8 +767,9 @@ class TLS:
 
     def handshake_on(self, fd: int, timeout_ms: int = 0) -> bool:
         """Run the handshake over `fd`: True once done; False if the socket would block (only
-        with timeout_ms == 0; `wants_write` says which way). Raises as handshake() does, and as
-        recv_from() for the socket (a transport EOF: SSLEOFError)."""
+        with timeout_ms == 0; `wants_write` says which way) or the handshake waits for the
+        application (`pause` is set: resolve it, then call this again). Raises as handshake()
+        does, and as recv_from() for the socket (a transport EOF: SSLEOFError)."""
         if self._state is not State.HANDSHAKING:
             self._check_handshake_over()
             return True
@@ -744,10 +777,12 @@ class TLS:
         while True:
             status = lib.fasttls_handshake_fd(self._conn, fd, timeout_ms)
             if status == _OK:
-                self._done = True
-                self._set_state(State.OPEN)
+                self._handshake_done()
                 return True
             if status == _WANT_READ or status == _WANT_WRITE:
+                return False
+            if status == _WANT_HELLO:
+                self._pause = self._paused()
                 return False
             if status == _ERROR:
                 raise self._handshake_failure()

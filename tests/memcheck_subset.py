@@ -1,7 +1,8 @@
 """The C engine under valgrind memcheck: a subset of the tests' work (handshakes in TLS 1.2 and
 1.3 with ECDSA and RSA keys, mutual TLS, ALPN, SNI switching, resumption, data both ways, large
 writes, release_buffers, close_notify, verification failures, garbage and truncated input,
-abandoned handshakes, socket I/O inside the engine, shared session-ticket keys) in one Python process run under
+abandoned handshakes, socket I/O inside the engine, the shared session store, shared
+session-ticket keys) in one Python process run under
 
     valgrind --tool=memcheck --error-exitcode=99 --errors-for-leak-kinds=definite --leak-check=full
 
@@ -142,6 +143,7 @@ def workload(directory):
         client = fasttls.newtls("client", cctx, name)
         server = fasttls.newtls("server", sctx)
         pump(client, server)
+    store_workload(pem, server_ctx)
     # keylog on and off
     keylog = os.path.join(directory, "keylog.txt")
     sctx.keylog_filename = keylog
@@ -258,6 +260,49 @@ def workload(directory):
             b.close()
     gc.collect()
     print("memcheck workload done")
+
+
+def store_workload(pem, server_ctx):
+    """The shared session store: lookups paused and resumed (found, missing, unreadable, sealed),
+    new sessions taken, a connection released while its lookup is pending or after a session
+    was handed in but before the handshake went on."""
+    import ssl
+
+    import fasttls
+    from fasttls.store import MemoryStore, SealedStore, SealingKey
+    from support.pump import pump
+
+    inner = MemoryStore()
+    stores = (inner, SealedStore(inner, SealingKey(bytearray(32))))
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        cctx = fasttls.newctx(cadata=pem("ecdsa-ca"), maximum_version=version)
+        for store in stores:
+            sctx = server_ctx("ecdsa")
+            sctx.set_session_store(store)
+            client = fasttls.newtls("client", cctx, "localhost")
+            pump(client, fasttls.newtls("server", sctx))
+            client.read(b"")
+            session = client.session
+            again = fasttls.newtls("client", cctx, "localhost", session=session)
+            server = fasttls.newtls("server", sctx)
+            pump(again, server)
+            assert server.session_reused()
+            # released with the lookup pending, and after the hand-in
+            for hand_in in (False, True):
+                pending = fasttls.newtls("server", sctx)
+                pending.handshake(fasttls.newtls("client", cctx, "localhost",
+                                                 session=session).handshake())
+                assert pending.pause is not None
+                if hand_in:
+                    pending.pause.resolve(1.0)
+                del pending
+            # an unreadable value: a full handshake
+            pending = fasttls.newtls("server", sctx)
+            pending.handshake(fasttls.newtls("client", cctx, "localhost",
+                                             session=session).handshake())
+            pending.pause.hand_in(b"\x30\x82\x01\x00 rubbish")
+            del pending
+            sctx.set_session_store(None)
 
 
 def main():

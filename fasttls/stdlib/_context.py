@@ -417,6 +417,19 @@ class SSLContext(_StdSSLContext):
     def session_stats(self) -> dict:
         return self._fasttls.session_stats()
 
+    # fasttls's own (no stdlib equivalent): the fleet's shared session store.
+
+    def set_session_store(self, store) -> None:
+        """Server side: keep sessions in a `fasttls.store.SessionStore` shared by a fleet (see
+        fasttls.Context.set_session_store); None: back to the in-process cache."""
+        if self.protocol == ssl.PROTOCOL_TLS_CLIENT:
+            raise ValueError("SSLContext is not a server context.")
+        self._fasttls.set_session_store(store)
+
+    @property
+    def session_store(self):
+        return self._fasttls.session_store
+
     # Not in the stdlib: fleet-wide session tickets (see fasttls.Context).
     def set_session_ticket_keys(self, keys) -> None:
         """fasttls.Context.set_session_ticket_keys: shared session-ticket keys, nginx's

@@ -10,8 +10,9 @@ A mode has two halves:
   on every reload (SIGHUP);
 * `start()`/`stop()` around the fleet's life, for what a mode runs itself (a store's server).
 
-Modes: "tickets" (shared session-ticket keys, nginx's key files), "none" (each server its own
-key: the baseline). A session-store mode (Redis) plugs in the same way: register it in MODES.
+Modes: "tickets" (shared session-ticket keys, nginx's key files), "redis" (a shared Redis
+session store, optionally sealed: store_sharing.py), "none" (each server its own
+key: the baseline). Another mode plugs in the same way: register it in MODES.
 """
 import os
 import tempfile
@@ -176,3 +177,8 @@ def sharing(mode: str, workdir: str, **options: Any) -> Sharing:
 def apply_config(mode: str, ctx: Any, config: Dict[str, Any]) -> None:
     """In a server process: the mode's apply()."""
     MODES[mode].apply(ctx, config)
+
+# The session-store mode subclasses Sharing: registered once this module is complete.
+from fasttls.bench.fleet.store_sharing import RedisStoreSharing  # noqa: E402
+
+MODES[RedisStoreSharing.name] = RedisStoreSharing
