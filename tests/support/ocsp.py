@@ -85,7 +85,14 @@ class PKI:
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(hours=1))
                    .not_valid_after(now + datetime.timedelta(days=2))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                   # key usage on every certificate: Python 3.13's default contexts verify with
+                   # VERIFY_X509_STRICT, which refuses a CA certificate without it
+                   .add_extension(x509.KeyUsage(
+                       digital_signature=True, content_commitment=False,
+                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                       key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False),
+                       critical=True))
         if eku:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
