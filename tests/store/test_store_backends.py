@@ -3,6 +3,9 @@ on 127.0.0.1 free ports (no persistence) and killed in teardown: the store opera
 and asyncio; two server contexts, and two processes, resuming each other's sessions through
 them; a store that is down or dies means full handshakes, not errors and not hangs."""
 import asyncio
+import contextlib
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -99,6 +102,50 @@ def test_async_operations(backend):
 
     asyncio.run(asyncio.wait_for(main(), BOUND))
     assert store.get(b"\x03" * 32) is None
+
+
+@contextlib.contextmanager
+def stopped(daemon):
+    """The daemon stopped (SIGSTOP): the kernel still accepts connections to its port, nothing
+    answers them. Continued on the way out."""
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+
+
+def timed_failure(call):
+    """How long `call` took to fail (it must: the store does not answer)."""
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        call()
+    return time.monotonic() - started
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP: POSIX")
+def test_a_sync_call_is_bounded_by_the_shorter_of_its_timeout_and_the_stores(backend):
+    """A store that does not answer: a call given a timeout shorter than the store's own fails
+    within the call's (not after the store's 60 s); one given a longer timeout, within the
+    store's (here 0.3 s). Both paths work again once the store answers."""
+    kind, daemon, _ = backend
+    slow_own = make_store(kind, daemon, timeout=60.0)
+    short_own = make_store(kind, daemon, timeout=0.3)
+    try:
+        slow_own.set(b"\x04" * 32, b"kept", 60)
+        with stopped(daemon):
+            for call in (lambda: slow_own.get(b"\x04" * 32, 0.3),
+                         lambda: slow_own.set(b"\x05" * 32, b"x", 60, 0.3),
+                         lambda: slow_own.delete(b"\x05" * 32, 0.3),
+                         lambda: short_own.get(b"\x04" * 32, 60.0)):
+                # Well under the 60 s bound, whatever retries the client library makes.
+                assert timed_failure(call) < 20
+        assert slow_own.get(b"\x04" * 32, 0.3) == b"kept"
+        assert short_own.get(b"\x04" * 32, 60.0) == b"kept"
+        assert slow_own.get(b"\x04" * 32) == b"kept"
+    finally:
+        slow_own.close()
+        short_own.close()
 
 
 def fetch(port, cctx, session=None):
