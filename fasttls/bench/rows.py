@@ -3,13 +3,11 @@ workloads, the drop-in ones, fasttls.aio's, the anyio/trio path, uvicorn under w
 fleet behind haproxy."""
 from typing import Dict, List, Optional, Sequence
 
-from fasttls.bench import (aio_rows, anyio_rows, asgi, dropin, fleet_rows, fleet_store_rows,
-                           workloads)
+from fasttls.bench import aio_rows, anyio_rows, asgi, dropin, fleet_rows, workloads
 from fasttls.bench.harness import Row
 
 ROWS: Dict[str, Row] = {row.name: row for row in (
-    workloads.ROWS + dropin.ROWS + aio_rows.ROWS + anyio_rows.ROWS + asgi.ROWS + fleet_rows.ROWS
-    + fleet_store_rows.ROWS)}
+    workloads.ROWS + dropin.ROWS + aio_rows.ROWS + anyio_rows.ROWS + asgi.ROWS + fleet_rows.ROWS)}
 
 
 def default_rows() -> List[str]:
