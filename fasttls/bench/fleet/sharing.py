@@ -18,8 +18,8 @@ import os
 import tempfile
 from typing import Any, Dict, List, Type
 
-__all__ = ["MODES", "Sharing", "NoSharing", "TicketKeySharing", "ClientState", "sharing",
-           "apply_config"]
+__all__ = ["MODES", "Sharing", "NoSharing", "RotatingKeyFiles", "TicketKeySharing",
+           "ClientState", "sharing", "apply_config"]
 
 TLS13 = "TLSv1.3"
 
@@ -76,34 +76,41 @@ class NoSharing(Sharing):
         return resumes
 
 
-class TicketKeySharing(Sharing):
-    """Session-ticket keys in nginx-format key files that every server loads, one key per file,
-    the current key's file first (`Context.load_session_ticket_keys`); servers reload them on
-    SIGHUP.
+class RotatingKeyFiles(Sharing):
+    """A mode whose servers load keys from files, one key per file, the current key's file
+    first, and reload them on SIGHUP; subclasses say what a key is (`SECRET_BYTES`, `_encode`)
+    and name the files (`FILE_STEM`).
 
-    rotate() is the two-phase rotation a fleet needs because its servers do not reload at the
-    same instant: the new key is first added as a decrypt-only key everywhere, and only once
-    every server has it does it become the current key. Done in one step, a client given a ticket
-    under the new key by a server that has reloaded would get a full handshake from one that has
-    not yet. Keys older than `keep` rotations are dropped: tickets still under them (clients away
-    that long) get a full handshake, which the model counts as lost to rotation."""
+    Rotation is two-phase because the servers of a fleet do not reload at the same instant:
+    the new key is first added as a decrypt-only key everywhere (stage_next_key), and only once
+    every server has it does it become the current key (promote_next_key). Done in one step, a
+    client given a ticket or session under the new key by a server that has reloaded would get
+    a full handshake from one that has not yet. Keys older than `keep` rotations are dropped:
+    what is still under them (clients away that long) gets a full handshake, which the model
+    counts as lost to rotation."""
 
-    name = "tickets"
     SLOTS = 3  # key files: current, then up to two more (the next key, or previous ones)
+    FILE_STEM = ""
+    SECRET_BYTES = 0
 
     def __init__(self, workdir: str, keep: int = 1) -> None:
         super().__init__(workdir)
         self.keep = keep
-        self.paths = [os.path.join(workdir, f"ticket.{i}.key") for i in range(self.SLOTS)]
+        self.paths = [os.path.join(workdir, f"{self.FILE_STEM}.{i}.key")
+                      for i in range(self.SLOTS)]
         self.key_ids = 0
         # The keys of each generation (ids, current first); generation 0 is the start.
-        self.key_sets: List[List[int]] = []
+        self.key_sets: List[List[Any]] = []
         self._secrets: Dict[int, bytes] = {}
-        self._write([self._new_key()])
+
+    @staticmethod
+    def _encode(secret: bytes) -> bytes:
+        """A key file's content."""
+        return secret
 
     def _new_key(self) -> int:
         self.key_ids += 1
-        self._secrets[self.key_ids] = os.urandom(80)
+        self._secrets[self.key_ids] = os.urandom(self.SECRET_BYTES)
         return self.key_ids
 
     def _write(self, ids: List[int]) -> None:
@@ -113,26 +120,20 @@ class TicketKeySharing(Sharing):
         assert 0 < len(ids) <= self.SLOTS
         padded = ids + [ids[-1]] * (self.SLOTS - len(ids))
         for key_id, path in zip(padded, self.paths):
-            fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=".key-")
+            fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=f".{self.FILE_STEM}-")
             try:
-                os.write(fd, self._secrets[key_id])
+                os.write(fd, self._encode(self._secrets[key_id]))
             finally:
                 os.close(fd)
             os.replace(tmp, path)
         self.key_sets.append(list(ids))
 
-    def server_config(self) -> Dict[str, Any]:
-        return {"ticket_key_files": list(self.paths)}
-
-    @staticmethod
-    def apply(ctx: Any, config: Dict[str, Any]) -> None:
-        ctx.load_session_ticket_keys(config["ticket_key_files"])
-
-    def current_keys(self) -> List[int]:
+    def current_keys(self) -> List[Any]:
         return self.key_sets[-1]
 
     def stage_next_key(self) -> None:
-        """Phase one: a new key, accepted everywhere, not yet used for new tickets."""
+        """Phase one: a new key, accepted everywhere, not yet used for new tickets or
+        sessions."""
         current = self.current_keys()
         self._write([current[0], self._new_key()] + current[1:self.keep + 1])
         self.generation += 1
@@ -146,10 +147,30 @@ class TicketKeySharing(Sharing):
         self.generation += 1
 
     def replace_all_keys(self) -> None:
-        """Not a rotation: every key replaced at once (a compromised key, say). Every ticket
-        in the fleet is then under a dropped key."""
+        """Not a rotation: every key replaced at once (a compromised key, say). Everything in
+        the fleet is then under a dropped key."""
         self._write([self._new_key()])
         self.generation += 1
+
+
+class TicketKeySharing(RotatingKeyFiles):
+    """Session-ticket keys in nginx-format key files (80 bytes) that every server loads
+    (`Context.load_session_ticket_keys`), rotated in two phases (RotatingKeyFiles)."""
+
+    name = "tickets"
+    FILE_STEM = "ticket"
+    SECRET_BYTES = 80
+
+    def __init__(self, workdir: str, keep: int = 1) -> None:
+        super().__init__(workdir, keep)
+        self._write([self._new_key()])
+
+    def server_config(self) -> Dict[str, Any]:
+        return {"ticket_key_files": list(self.paths)}
+
+    @staticmethod
+    def apply(ctx: Any, config: Dict[str, Any]) -> None:
+        ctx.load_session_ticket_keys(config["ticket_key_files"])
 
     def expect(self, state: ClientState, server: str, generation: int, version: str) -> bool:
         keys = self.key_sets[generation]

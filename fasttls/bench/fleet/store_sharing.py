@@ -11,15 +11,13 @@ The model: a returning client resumes if it holds a session and (sealed) the key
 was sealed under is still listed. Every full handshake and every TLS 1.3 resumption stores new
 sessions sealed under the current key; a TLS 1.2 resumption stores nothing, so the session stays
 under the key it was first sealed with."""
-import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from fasttls.bench.fleet.sharing import ClientState, Sharing
+from fasttls.bench.fleet.sharing import ClientState, RotatingKeyFiles
 
 __all__ = ["RedisStoreSharing"]
 
@@ -34,21 +32,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class RedisStoreSharing(Sharing):
+class RedisStoreSharing(RotatingKeyFiles):
+    """Sessions in one Redis; sealing keys (32 bytes, in hex) in key files rotated in two
+    phases (RotatingKeyFiles)."""
+
     name = "redis"
-    SLOTS = 3  # sealing key files: current, then up to two more
+    FILE_STEM = "seal"
+    SECRET_BYTES = 32
 
     def __init__(self, workdir: str, seal: bool = False, keep: int = 1,
                  redis_server: str = "redis-server") -> None:
-        super().__init__(workdir)
-        self.seal, self.keep = seal, keep
+        super().__init__(workdir, keep)
+        self.seal = seal
         self.redis_server = redis_server
         self.port: Optional[int] = None
         self.proc: Optional[subprocess.Popen] = None
-        self.paths = [os.path.join(workdir, f"seal.{i}.key") for i in range(self.SLOTS)]
-        self.key_ids = 0
-        self.key_sets: List[List[Any]] = []
-        self._secrets: Dict[int, bytes] = {}
         if seal:
             self._write([self._new_key()])
         else:
@@ -102,40 +100,11 @@ class RedisStoreSharing(Sharing):
             store = SealedStore(store, keys)
         ctx.set_session_store(store)
 
-    # ---- sealing keys: the two-phase rotation of TicketKeySharing
+    # ---- sealing keys: SealingKey.from_file reads 64 hex digits
 
-    def _new_key(self) -> int:
-        self.key_ids += 1
-        self._secrets[self.key_ids] = os.urandom(32)
-        return self.key_ids
-
-    def _write(self, ids: List[int]) -> None:
-        padded = ids + [ids[-1]] * (self.SLOTS - len(ids))
-        for key_id, path in zip(padded, self.paths):
-            fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=".seal-")
-            try:
-                os.write(fd, self._secrets[key_id].hex().encode("ascii"))
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)  # a server reloading meanwhile reads a whole key
-        self.key_sets.append(list(ids))
-
-    def current_keys(self) -> List[Any]:
-        return self.key_sets[-1]
-
-    def stage_next_key(self) -> None:
-        current = self.current_keys()
-        self._write([current[0], self._new_key()] + current[1:self.keep + 1])
-        self.generation += 1
-
-    def promote_next_key(self) -> None:
-        current = self.current_keys()
-        self._write([current[1], current[0]] + current[2:self.keep + 1])
-        self.generation += 1
-
-    def replace_all_keys(self) -> None:
-        self._write([self._new_key()])
-        self.generation += 1
+    @staticmethod
+    def _encode(secret: bytes) -> bytes:
+        return secret.hex().encode("ascii")
 
     def expect(self, state: ClientState, server: str, generation: int, version: str) -> bool:
         keys = self.key_sets[generation if self.seal else 0]
