@@ -19,6 +19,7 @@ import threading
 import pytest
 
 import fasttls
+from fasttls.bench.fleet.clients import read_until_closed
 from support.pairs import TLS12, TLS13, VERSIONS, VERSION_NAME
 from support.requires import require_program
 
@@ -112,17 +113,6 @@ def serving(*contexts):
             server.stop()
 
 
-def read_reply(read):
-    """Everything until the server's close_notify, bounded."""
-    data = b""
-    for _ in range(MAX_READS):
-        chunk = read()
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError("the server kept sending")
-
-
 def parse_reply(data):
     match = re.fullmatch(rb"reused=([01]) (TLSv1\.[23])\n", data)
     assert match, f"unexpected reply {data!r}"
@@ -144,7 +134,7 @@ class StdlibClient:
             with self.ctx.wrap_socket(raw, server_hostname="localhost",
                                       session=self.session) as sock:
                 sock.sendall(b"GET\n")
-                data = read_reply(lambda: sock.recv(4096))
+                data = read_until_closed(lambda: sock.recv(4096))
                 # After the reply: a TLS 1.3 ticket arrives after the handshake, before it.
                 self.session = sock.session
                 server_reused, version = parse_reply(data)
@@ -165,7 +155,7 @@ class FasttlsClient:
             tls = fasttls.newtls("client", self.ctx, "localhost", session=self.session)
             fasttls.init_requestfunc(sock, tls)()
             fasttls.writefunc(sock, tls)(b"GET\n")
-            data = read_reply(fasttls.readfunc(sock, tls))
+            data = read_until_closed(fasttls.readfunc(sock, tls))
             self.session = tls.session
             server_reused, version = parse_reply(data)
             return tls.session_reused(), server_reused, version

@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from fasttls.bench.fleet.sharing import ClientState, Sharing
 
-__all__ = ["ReturningClient", "Tally", "Visit", "run_round", "stdlib_client_context"]
+__all__ = ["ReturningClient", "Tally", "Visit", "read_until_closed", "run_round",
+           "stdlib_client_context"]
 
 REQUEST_TIMEOUT = 10.0
 MAX_READS = 1000
@@ -71,12 +72,12 @@ class ReturningClient:
                 fasttls.init_requestfunc(raw, tls)(None)
                 fasttls.writefunc(raw, tls)(b"GET\n")
                 read = fasttls.readfunc(raw, tls)
-                data = _read_all(lambda: read(None))
+                data = read_until_closed(lambda: read(None))
                 return data, tls.session_reused(), tls.session, tls.cipher()
             with self.ctx.wrap_socket(raw, server_hostname=self.hostname,
                                       session=self.session) as sock:
                 sock.sendall(b"GET\n")
-                data = _read_all(lambda: sock.recv(4096))
+                data = read_until_closed(lambda: sock.recv(4096))
                 # Read after the reply: a TLS 1.3 ticket comes after the handshake, before it.
                 return data, sock.session_reused, sock.session, sock.cipher()
 
@@ -102,7 +103,9 @@ class ReturningClient:
         return Visit(self.index, server, version, resumed, expected, returning, cross, cipher)
 
 
-def _read_all(read: Callable[[], bytes]) -> bytes:
+def read_until_closed(read: Callable[[], bytes]) -> bytes:
+    """Everything `read()` returns until it returns b"" (the peer's close_notify or EOF), at
+    most MAX_READS reads: a peer that keeps sending fails the visit rather than hanging it."""
     data = b""
     for _ in range(MAX_READS):
         chunk = read()
