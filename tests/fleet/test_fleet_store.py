@@ -8,15 +8,11 @@ nothing but what the mode's model predicts (TLS 1.2 sessions still sealed under 
 second rotation dropped). Every process (servers, haproxy, redis-server) is killed in teardown;
 every wait and loop is bounded."""
 import pytest
-from support.pairs import TLS12, TLS13
+from support.fleet import CLIENTS, rounds
 from support.requires import require_program
 from support.stores import require_module
 
-import fasttls
-from fasttls.bench.fleet import Fleet, ReturningClient, Tally, run_round, stdlib_client_context
-
-CLIENTS = 25  # not a multiple of the 3 servers
-THREADS = 2
+from fasttls.bench.fleet import Tally
 
 
 @pytest.fixture
@@ -25,27 +21,14 @@ def redis_server():
     return require_program("redis-server")
 
 
-def make_clients(identity, version, library="stdlib"):
-    if library == "fasttls":
-        ctx = fasttls.newctx(cadata=identity.ca_pem)
-        if version:
-            ctx.minimum_version = ctx.maximum_version = {"1.2": TLS12, "1.3": TLS13}[version]
-    else:
-        ctx = stdlib_client_context(identity.ca_pem, version)
-    return [ReturningClient(i, ctx, library=library) for i in range(CLIENTS)]
+@pytest.fixture
+def start_redis_fleet(start_fleet, redis_server):
+    """start_redis_fleet(version, **options): a fleet of mode "redis" on the test's
+    redis-server."""
+    def start(version, **options):
+        return start_fleet("redis", version, redis_server=redis_server, **options)
 
-
-def start_fleet(tmp_path, fleet_identity, haproxy, redis_server, version, **options):
-    identity, paths = fleet_identity
-    return Fleet("redis", str(tmp_path), str(paths["cert"]), str(paths["key"]), version=version,
-                 haproxy=haproxy, ca_pem=identity.ca_pem, redis_server=redis_server, **options)
-
-
-def rounds(fleet, clients, n):
-    tally = Tally()
-    for _ in range(n):
-        tally.merge(run_round(clients, fleet.address, fleet.sharing, threads=THREADS))
-    return tally
+    return start
 
 
 def stored_sessions(fleet):
@@ -62,11 +45,10 @@ def stored_sessions(fleet):
     pytest.param("1.3", True, "stdlib", id="TLSv1.3-sealed-stdlib"),
     pytest.param("1.3", False, "fasttls", id="TLSv1.3-clear-fasttls"),
 ])
-def test_returning_clients_resume_on_any_server(tmp_path, fleet_identity, haproxy,
-                                                redis_server, version, seal, library):
-    clients = make_clients(fleet_identity[0], version, library)
-    with start_fleet(tmp_path, fleet_identity, haproxy, redis_server, version,
-                     seal=seal) as fleet:
+def test_returning_clients_resume_on_any_server(make_clients, start_redis_fleet, version, seal,
+                                                library):
+    clients = make_clients(version, library)
+    with start_redis_fleet(version, seal=seal) as fleet:
         first = rounds(fleet, clients, 1)
         returning = rounds(fleet, clients, 4)
         resumed_by_servers = sum(s["resumed"] for s in fleet.stats().values())
@@ -87,16 +69,14 @@ def test_returning_clients_resume_on_any_server(tmp_path, fleet_identity, haprox
 
 @pytest.mark.parametrize("version", [pytest.param("1.2", id="TLSv1.2"),
                                      pytest.param("1.3", id="TLSv1.3")])
-def test_sealing_key_rotation_loses_only_what_the_model_predicts(tmp_path, fleet_identity,
-                                                                 haproxy, redis_server,
-                                                                 version):
+def test_sealing_key_rotation_loses_only_what_the_model_predicts(make_clients,
+                                                                 start_redis_fleet, version):
     """Two two-phase rotations, each after every client came back: TLS 1.3 loses nothing
     (each resumption stores sessions under the current key); TLS 1.2 sessions are stored once,
     so those still under the key the second rotation dropped get a full handshake, exactly
     the ones the model names."""
-    clients = make_clients(fleet_identity[0], version)
-    with start_fleet(tmp_path, fleet_identity, haproxy, redis_server, version,
-                     seal=True) as fleet:
+    clients = make_clients(version)
+    with start_redis_fleet(version, seal=True) as fleet:
         rounds(fleet, clients, 1)
         total = Tally()
         for _ in range(2):

@@ -12,38 +12,12 @@ Every process (servers, haproxy) is killed in teardown; every wait and loop is b
 import threading
 
 import pytest
+from support.fleet import CLIENTS, THREADS, rounds
 
-import fasttls
-from fasttls.bench.fleet import Fleet, ReturningClient, Tally, run_round, stdlib_client_context
-from support.pairs import TLS12, TLS13
+from fasttls.bench.fleet import Tally, run_round
 
-CLIENTS = 25  # not a multiple of the 3 servers
-THREADS = 2
 VERSIONS = [pytest.param("1.2", id="TLSv1.2"), pytest.param("1.3", id="TLSv1.3")]
 ROUND_LIMIT = 200  # bounds the background traffic of the rotation test
-
-
-def make_clients(identity, version, library="stdlib", count=CLIENTS):
-    if library == "fasttls":
-        ctx = fasttls.newctx(cadata=identity.ca_pem)
-        if version:
-            ctx.minimum_version = ctx.maximum_version = {"1.2": TLS12, "1.3": TLS13}[version]
-    else:
-        ctx = stdlib_client_context(identity.ca_pem, version)
-    return [ReturningClient(i, ctx, library=library) for i in range(count)]
-
-
-def start_fleet(mode, tmp_path, fleet_identity, haproxy, version=None, **options):
-    identity, paths = fleet_identity
-    return Fleet(mode, str(tmp_path), str(paths["cert"]), str(paths["key"]), version=version,
-                 haproxy=haproxy, ca_pem=identity.ca_pem, **options)
-
-
-def rounds(fleet, clients, n):
-    tally = Tally()
-    for _ in range(n):
-        tally.merge(run_round(clients, fleet.address, fleet.sharing, threads=THREADS))
-    return tally
 
 
 def server_side_resumed(fleet):
@@ -52,10 +26,9 @@ def server_side_resumed(fleet):
 
 @pytest.mark.parametrize("library", ["stdlib", "fasttls"])
 @pytest.mark.parametrize("version", VERSIONS)
-def test_returning_clients_resume_on_any_server(tmp_path, fleet_identity, haproxy, version,
-                                                library):
-    clients = make_clients(fleet_identity[0], version, library)
-    with start_fleet("tickets", tmp_path, fleet_identity, haproxy, version) as fleet:
+def test_returning_clients_resume_on_any_server(make_clients, start_fleet, version, library):
+    clients = make_clients(version, library)
+    with start_fleet("tickets", version) as fleet:
         first = rounds(fleet, clients, 1)
         returning = rounds(fleet, clients, 4)
         assert server_side_resumed(fleet) == returning.resumed
@@ -73,12 +46,11 @@ def test_returning_clients_resume_on_any_server(tmp_path, fleet_identity, haprox
         assert server["tickets"]["keys"] == 3 and server["tickets"]["unknown"] == 0, name
 
 
-def test_without_shared_keys_only_the_issuing_server_resumes(tmp_path, fleet_identity,
-                                                             haproxy):
+def test_without_shared_keys_only_the_issuing_server_resumes(make_clients, start_fleet):
     """The control: each server's own random ticket key. Resumption then needs the client to
     come back to the server it was on before, which round robin rarely does."""
-    clients = make_clients(fleet_identity[0], None)
-    with start_fleet("none", tmp_path, fleet_identity, haproxy) as fleet:
+    clients = make_clients(None)
+    with start_fleet("none") as fleet:
         rounds(fleet, clients, 1)
         returning = rounds(fleet, clients, 4)
     assert returning.cross_server == 0
@@ -88,13 +60,12 @@ def test_without_shared_keys_only_the_issuing_server_resumes(tmp_path, fleet_ide
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_rotation_with_traffic_flowing_loses_no_resumption(tmp_path, fleet_identity, haproxy,
-                                                           version):
+def test_rotation_with_traffic_flowing_loses_no_resumption(make_clients, start_fleet, version):
     """Two two-phase rotations while clients keep connecting (background thread), each after
     every client has been back at least once since the one before: every returning connection
     resumes, across both rotations."""
-    clients = make_clients(fleet_identity[0], version)
-    with start_fleet("tickets", tmp_path, fleet_identity, haproxy, version) as fleet:
+    clients = make_clients(version)
+    with start_fleet("tickets", version) as fleet:
         rounds(fleet, clients, 1)
         total = Tally()
         done_rounds = []
@@ -147,14 +118,14 @@ def test_rotation_with_traffic_flowing_loses_no_resumption(tmp_path, fleet_ident
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_rotation_drops_only_tickets_under_the_rotated_out_key(tmp_path, fleet_identity,
-                                                                haproxy, version):
+def test_rotation_drops_only_tickets_under_the_rotated_out_key(make_clients, start_fleet,
+                                                                version):
     """Clients away for two rotations hold a ticket under a key the second one dropped: they,
     and only they, get a full handshake (no error). Replacing every key at once (not a
     rotation) costs every client one full handshake, then all resume again."""
-    clients = make_clients(fleet_identity[0], version)
+    clients = make_clients(version)
     regulars, away = clients[: CLIENTS // 2], clients[CLIENTS // 2:]
-    with start_fleet("tickets", tmp_path, fleet_identity, haproxy, version) as fleet:
+    with start_fleet("tickets", version) as fleet:
         rounds(fleet, clients, 2)
         fleet.rotate_ticket_keys()
         rounds(fleet, regulars, 1)
