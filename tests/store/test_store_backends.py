@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,32 +13,30 @@ import time
 from pathlib import Path
 
 import pytest
-from support.pairs import VERSIONS, server_ctx
+from support.pairs import VERSIONS
 from support.peers import stdlib_client_context
-from support.stores import HelperServer, require_module, start_memcached, start_redis
+from support.stores import (HelperServer, fetch, require_module, start_memcached, start_redis,
+                            store_ctx)
 
 BOUND = 30.0  # no step of these tests takes anywhere near this long; it guards against hangs
 
 
-@pytest.fixture(scope="module")
-def ident(identities):
-    return identities["ecdsa"]
+def running(module, start):
+    """The daemon `start()` runs, for as long as the fixture lasts (needs the client `module`)."""
+    require_module(module)
+    daemon = start()
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture
 def redis_daemon():
-    require_module("redis")
-    daemon = start_redis()
-    yield daemon
-    daemon.stop()
+    yield from running("redis", start_redis)
 
 
 @pytest.fixture
 def memcached_daemon():
-    require_module("pymemcache")
-    daemon = start_memcached()
-    yield daemon
-    daemon.stop()
+    yield from running("pymemcache", start_memcached)
 
 
 def make_store(kind, daemon, **options):
@@ -146,19 +143,6 @@ def test_a_sync_call_is_bounded_by_the_shorter_of_its_timeout_and_the_stores(bac
     finally:
         slow_own.close()
         short_own.close()
-
-
-def fetch(port, cctx, session=None):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with cctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            assert tls.recv(2) == b"ok"
-            return tls.session, tls.session_reused
-
-
-def store_ctx(ident, store):
-    ctx = server_ctx(ident)
-    ctx.set_session_store(store)
-    return ctx
 
 
 @pytest.mark.parametrize("version", VERSIONS)
