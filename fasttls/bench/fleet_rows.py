@@ -93,8 +93,8 @@ ROWS = [
         1.0, partial(_setup, sharing=TICKETS), seconds=0.5, repeat=5, requires="fasttls.aio",
         tools=("haproxy",)),
     Row(REDIS.row, "fleet of 3 behind haproxy, sealed Redis store", "handshakes/s", 1, 1,
-        1.0, partial(_setup, sharing=REDIS), seconds=0.5, repeat=5, requires=("fasttls.aio", "redis"),
-        tools=("haproxy", "redis-server")),
+        1.0, partial(_setup, sharing=REDIS), seconds=0.5, repeat=5,
+        requires=("fasttls.aio", "redis"), tools=("haproxy", "redis-server")),
 ]
 
 if os.name == "nt":  # pragma: no cover  (haproxy, signals: a POSIX demonstration)

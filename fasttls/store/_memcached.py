@@ -25,7 +25,7 @@ class MemcachedStore:
     def __init__(self, server: Union[str, Tuple[str, int]] = ("127.0.0.1", 11211), *,
                  prefix: bytes = b"fasttls:s:", timeout: float = 0.5, client: Any = None,
                  **client_options: Any) -> None:
-        self._base = base = require("pymemcache.client.base", "MemcachedStore", "pymemcache")
+        self._base = require("pymemcache.client.base", "MemcachedStore", "pymemcache")
         if isinstance(server, str):
             host, _, port = server.rpartition(":")
             server = (host, int(port))
