@@ -235,7 +235,8 @@ void ERR_clear_error(void);
 VERSION = re.search(r'__version__ = "(.+)"', (HERE.parent / "fasttls" / "_version.py").read_text()).group(1)
 
 ENGINE_SOURCES = ("fasttls_bio.c", "fasttls_conn.c", "fasttls_ctx.c", "fasttls_hello.c",
-                  "fasttls_io.c", "fasttls_keyless.c", "fasttls_seal.c", "fasttls_x509.c")
+                  "fasttls_io.c", "fasttls_keyless.c", "fasttls_ocsp.c", "fasttls_seal.c",
+                  "fasttls_tickets.c", "fasttls_x509.c")
 
 ffibuilder = FFI()
 CDEF_CALLBACKS = """

@@ -47,6 +47,8 @@ struct ctx_extra {
     int n_ids;
     int per_connection;
     int keyless; /* an identity's private key is elsewhere (fasttls_keyless.c) */
+    /* Session-ticket keys (fasttls_tickets.c), NULL until set; freed with the context. */
+    struct fasttls_tickets *tickets;
 };
 
 static int ctx_extra_index = -1;
@@ -54,6 +56,12 @@ static int ctx_extra_index = -1;
 static struct ctx_extra *extra(const SSL_CTX *ctx)
 {
     return SSL_CTX_get_ex_data(ctx, ctx_extra_index);
+}
+
+struct fasttls_tickets **fasttls_ctx_tickets(const SSL_CTX *ctx)
+{
+    struct ctx_extra *x = extra(ctx);
+    return x != NULL ? &x->tickets : NULL;
 }
 
 CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx)
@@ -246,6 +254,7 @@ static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     free(x->keylog_path);
     while (x->n_ids > 0)
         identity_free(&x->ids[--x->n_ids]);
+    fasttls_tickets_free(x->tickets);
     free(x);
 }
 
@@ -256,7 +265,8 @@ int fasttls_init(void)
     /* Called once at import, under the GIL. */
     if (ctx_extra_index < 0)
         ctx_extra_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_extra_free);
-    return ctx_extra_index >= 0 && fasttls_bio_method_init();
+    return ctx_extra_index >= 0 && fasttls_bio_method_init() && fasttls_ocsp_init() &&
+           fasttls_hello_init();
 }
 
 /* Mozilla's "intermediate" TLS 1.2 suites: forward secret AEAD only. */
@@ -491,4 +501,27 @@ int fasttls_ctx_cipher_count(SSL_CTX *ctx)
 const SSL_CIPHER *fasttls_ctx_cipher(SSL_CTX *ctx, int i)
 {
     return sk_SSL_CIPHER_value(SSL_CTX_get_ciphers(ctx), i);
+}
+
+/* The i-th identity served (fasttls_ctx_use_identity's): its certificate, and in *chain the
+ * certificates sent after it (maybe NULL); NULL past the last, and -1 in *count if the context
+ * keeps no identities of its own (its certificates are then OpenSSL's alone). Borrowed: valid
+ * while the caller holds the configuration lock, which every change of identities takes. The
+ * OCSP stapler's list, which OpenSSL's own cannot be: after a replacement that dropped a key
+ * type, the SSL_CTX still holds the old certificate (see identity_callback). */
+X509 *fasttls_ctx_identity(SSL_CTX *ctx, int i, STACK_OF(X509) **chain, int *count)
+{
+    struct ctx_extra *x = extra(ctx);
+    X509 *cert = NULL;
+    *chain = NULL;
+    *count = -1;
+    if (x == NULL || !CRYPTO_THREAD_read_lock(x->lock))
+        return NULL;
+    *count = x->n_ids > 0 ? x->n_ids : -1;
+    if (i >= 0 && i < x->n_ids) {
+        cert = x->ids[i].cert;
+        *chain = x->ids[i].chain;
+    }
+    CRYPTO_THREAD_unlock(x->lock);
+    return cert;
 }

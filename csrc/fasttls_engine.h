@@ -8,11 +8,12 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/ssl.h>
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 6
+#define FASTTLS_ABI 9
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
@@ -121,6 +122,16 @@ int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_l
                              const char *key_pem, size_t key_len, const char *password,
                              size_t password_len, int how);
 int fasttls_ctx_load_dh_params(SSL_CTX *ctx, const char *pem, size_t len);
+/* Session-ticket keys (fasttls_tickets.c), nginx's format: n keys, lens[i] bytes each (80 or
+ * 48), one after the other in data, the current key first. n == 0: OpenSSL's own per-context
+ * key again. 1 done, 0 out of memory, -1 a wrong length (the context keeps its keys). */
+#define FASTTLS_TICKET_KEY_AES256 80
+#define FASTTLS_TICKET_KEY_AES128 48
+int fasttls_ctx_set_ticket_keys(SSL_CTX *ctx, const unsigned char *data, const size_t *lens,
+                                size_t n);
+/* out[4]: tickets issued, decrypted under the current key, under a previous key (renewed),
+ * under an unknown key. Returns the number of keys set. */
+int fasttls_ctx_ticket_stats(SSL_CTX *ctx, unsigned long *out);
 int fasttls_lowest_version(void);
 int fasttls_store_add_ca(X509_STORE *store, const unsigned char *data, size_t len, int pem);
 X509_STORE *fasttls_store_new(const char *cafile, const char *capath, int defaults);
@@ -196,8 +207,8 @@ ptrdiff_t fasttls_py_write(fasttls_conn *c, const unsigned char *data, size_t le
  * fasttls_ctx_enable_session_store: server contexts look sessions up in, and give new ones to,
  * the application (no internal cache, no stateless tickets: TLS 1.3 tickets are stateful).
  * fasttls_conn_hand_in_session: the answer to FASTTLS_HELLO_SESSION, a serialised session or
- * NULL for "not found": 1 taken, 0 refused (unreadable, or not the session asked for: then
- * treated as not found). fasttls_conn_new_session: the i-th session made since the last
+ * NULL for "not found": 1 taken (or nothing to take), 0 refused (unreadable, or not the session
+ * asked for: then treated as not found). fasttls_conn_new_session: the i-th session made since the last
  * fasttls_conn_clear_new_sessions (0 past the last): its ID, its DER and its timeout (s). */
 int fasttls_ctx_enable_session_store(SSL_CTX *ctx, int on);
 int fasttls_conn_hand_in_session(fasttls_conn *c, const unsigned char *der, size_t len);
@@ -259,5 +270,29 @@ X509_NAME *fasttls_x509_san_dirname(X509 *x, int i);
 #define FASTTLS_URI_CA_ISSUERS 1
 #define FASTTLS_URI_CRL 2
 int fasttls_x509_uri(X509 *x, int which, int i, unsigned char **value);
+
+/* OCSP stapling (fasttls_ocsp.c). fasttls_ocsp_check's results; a failed require-mode handshake
+ * reports one through fasttls_conn_ocsp_failure. */
+#define FASTTLS_OCSP_GOOD 0
+#define FASTTLS_OCSP_MALFORMED 1     /* not a DER OCSP response */
+#define FASTTLS_OCSP_UNSUCCESSFUL 2  /* responseStatus is not "successful" (tryLater, ...) */
+#define FASTTLS_OCSP_BAD_SIGNATURE 3 /* not signed by the issuer or a responder it delegated */
+#define FASTTLS_OCSP_NOT_FOR_CERT 4  /* no status in it for this certificate */
+#define FASTTLS_OCSP_REVOKED 5
+#define FASTTLS_OCSP_UNKNOWN 6       /* the responder does not know the certificate */
+#define FASTTLS_OCSP_EXPIRED 7       /* past nextUpdate, or thisUpdate in the future */
+#define FASTTLS_OCSP_MISSING 8       /* required, and the server stapled none */
+#define FASTTLS_OCSP_NO_ISSUER 9     /* the issuer of the certificate is not known */
+int fasttls_ocsp_check(const unsigned char *der, size_t len, X509 *leaf, X509 *issuer,
+                       int64_t *this_update, int64_t *next_update);
+int fasttls_ocsp_request(X509 *leaf, X509 *issuer, unsigned char *buf, size_t cap);
+int fasttls_ocsp_is_about(const unsigned char *der, size_t len, X509 *leaf, X509 *issuer);
+X509 *fasttls_ctx_cert(SSL_CTX *ctx, int i, X509 **issuer);
+int fasttls_ctx_set_ocsp_response(SSL_CTX *ctx, X509 *leaf, const unsigned char *der,
+                                  size_t len);
+int fasttls_ctx_set_ocsp_client(SSL_CTX *ctx, int request, int require);
+int fasttls_conn_request_ocsp(fasttls_conn *c);
+long fasttls_conn_ocsp_response(fasttls_conn *c, const unsigned char **der);
+int fasttls_conn_ocsp_failure(fasttls_conn *c);
 
 #endif

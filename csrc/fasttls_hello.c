@@ -20,9 +20,10 @@
  * callback serialises every new session onto the connection for the application to store
  * after the handshake step. Stateless tickets are off (SSL_OP_NO_TICKET): TLS 1.2 resumes by
  * session ID, and OpenSSL's TLS 1.3 tickets are then stateful, their identity the session ID.
- * No remove callback: without an internal cache OpenSSL never calls one, so nothing it does
- * (a connection freed without close_notify included) deletes from the shared store; sessions
- * leave it by the store's TTL, which is the session's timeout. */
+ * No remove callback: with no internal cache OpenSSL's removals (a connection freed without
+ * close_notify included) never reach the shared store; sessions leave it by the store's TTL,
+ * which is the session's timeout, and a TLS 1.2 session after a fatal alert, deleted by the
+ * Python side (fasttls/store/_saver.py, evict) outside the handshake. */
 #include "fasttls_internal.h"
 
 #include <limits.h>
@@ -49,11 +50,17 @@ struct fasttls_new_session {
  * handshake steps under its read lock. */
 static int hello_index = -1;
 
-static int hello_index_ready(void)
+/* Called once by fasttls_init, at import (cffi calls release the GIL: a lazy initialisation
+ * could race). */
+int fasttls_hello_init(void)
 {
-    /* First used from Python (GIL held), before any handshake. */
     if (hello_index < 0)
         hello_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    return hello_index >= 0;
+}
+
+static int hello_index_ready(void)
+{
     return hello_index >= 0;
 }
 

@@ -9,6 +9,8 @@
  *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
  *   fasttls_hello.c the client-hello callback (handshake pauses), the shared session store
  *   fasttls_seal.c  sealing session blobs (AES-256-GCM) for the shared store
+ *   fasttls_tickets.c  session-ticket keys shared by a fleet (nginx's key format)
+ *   fasttls_ocsp.c  OCSP stapling: the status callback of both roles, checking responses
  *   fasttls_keyless.c keyless: the provider of opaque keys, the handshake's signing pause */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
@@ -63,6 +65,7 @@ FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 
 /* ---- fasttls_hello.c ---- */
 
+FASTTLS_INTERNAL int fasttls_hello_init(void);
 /* Called by fasttls_conn_release: the sessions held for the application. */
 FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
 /* The sni_callback runs between handshake calls (FASTTLS_HELLO_SNI) on this context. */
@@ -91,6 +94,23 @@ FASTTLS_INTERNAL CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx);
 FASTTLS_INTERNAL int fasttls_ctx_install_identity(SSL_CTX *ctx, X509 *cert, STACK_OF(X509) *chain,
                                                   EVP_PKEY *key, int how);
 FASTTLS_INTERNAL void fasttls_ctx_mark_keyless(SSL_CTX *ctx);
+/* Where the context keeps its session-ticket keys (NULL for a context fasttls_ctx_new did not
+ * make); the slot holds NULL until keys are first set. */
+struct fasttls_tickets;
+FASTTLS_INTERNAL struct fasttls_tickets **fasttls_ctx_tickets(const SSL_CTX *ctx);
+
+/* ---- fasttls_tickets.c ---- */
+
+FASTTLS_INTERNAL void fasttls_tickets_free(struct fasttls_tickets *t);
+/* The i-th identity's certificate and chain, borrowed (see fasttls_ctx.c); *count is how many
+ * there are, -1 if the context keeps none of its own. */
+FASTTLS_INTERNAL X509 *fasttls_ctx_identity(SSL_CTX *ctx, int i, STACK_OF(X509) **chain,
+                                            int *count);
+
+/* ---- fasttls_ocsp.c ---- */
+
+/* Called by fasttls_init: the ex_data indexes. */
+FASTTLS_INTERNAL int fasttls_ocsp_init(void);
 
 /* ---- fasttls_x509.c ---- */
 

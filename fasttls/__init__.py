@@ -5,8 +5,9 @@ The sans-IO API (`newctx`, `newtls`) and socket helpers in the style of skynet's
 from fasttls._binding import OPENSSL_VERSION
 from fasttls._context import Context, newctx
 from fasttls.stdlib import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
-from fasttls._errors import (KeylessError, SSLCertVerificationError, SSLEOFError, SSLError,
-                             SSLZeroReturnError)
+from fasttls._errors import (KeylessError, OCSPError, SSLCertVerificationError, SSLEOFError,
+                             SSLError, SSLZeroReturnError)
+from fasttls._ocsp import OCSPStapler
 from fasttls._pause import HandshakePause
 from fasttls._signing import Signer, SigningRequest
 from fasttls._tls import TLS, Session, State, newtls, socket_timeout_ms
@@ -25,6 +26,8 @@ __all__ = [
     "Context",
     "HandshakePause",
     "KeylessError",
+    "OCSPError",
+    "OCSPStapler",
     "SSLContext",
     "Session",
     "Signer",

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 from fasttls._binding import ffi, lib
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._errors import SSLError, error_from_queue, report_unraisable
+from fasttls._tickets import KeyPath, TicketKeys, pack_keys, read_key_files, wipe
 
 __all__ = ["Context", "newctx"]
 
@@ -314,7 +315,8 @@ class Context:
     __slots__ = ("_ctx", "_lock", "_verify_mode", "_check_hostname", "_check_common_name",
                  "_ca_loaded", "_store_shared", "_keylog_filename", "_alpn_protocols",
                  "_sni_callback", "_groups", "_system_store_by_default", "_psk_client_callback",
-                 "_psk_server_callback", "_session_store", "_session_store_saver", "_signer",
+                 "_psk_server_callback", "_ocsp_stapling", "_require_ocsp_staple",
+                 "_ocsp_response", "_session_store", "_session_store_saver", "_signer",
                  "_message_hook_on", "__weakref__")
 
     def __init__(self) -> None:
@@ -338,6 +340,9 @@ class Context:
         self._system_store_by_default = True
         self._psk_client_callback: Optional[Callable] = None
         self._psk_server_callback: Optional[Callable] = None
+        self._ocsp_stapling = False
+        self._require_ocsp_staple = False
+        self._ocsp_response: Optional[bytes] = None
         self._session_store: Any = None  # a fasttls.store.SessionStore: see set_session_store
         self._session_store_saver: Any = None
         self._signer: Any = None  # a fasttls._signing.Signer: see set_keyless_cert
@@ -698,6 +703,56 @@ class Context:
         if not lib.SSL_CTX_set_num_tickets(self._ctx, value):
             raise error_from_queue(f"cannot set num_tickets to {value!r}")
 
+    # ---- session tickets shared by a fleet ----
+
+    def set_session_ticket_keys(self, keys: TicketKeys) -> None:
+        """Encrypt and decrypt session tickets (TLS 1.2 RFC 5077 tickets and TLS 1.3
+        stateless tickets) with these keys instead of a random key of this process, so that
+        servers sharing them resume each other's clients. `keys` is a list, the current key
+        first, then previous ones: nginx's format, 80 bytes (16-byte name, 32-byte HMAC-SHA256
+        secret, 32-byte AES-256-CBC key) or 48 bytes (AES-128). New tickets use the current
+        key; a ticket under a previous key is accepted and a new one issued; a ticket under
+        any other key means a full handshake. TLS 1.3 resumptions always get a new ticket.
+        Calling it again replaces the keys at once, for connections in progress too (wiping
+        the old ones); an empty list goes back to a per-process random key. ValueError for a
+        key of another length (the keys in use stay)."""
+        packed, lengths = pack_keys(keys)
+        try:
+            self._install_ticket_keys(packed, lengths)
+        finally:
+            wipe(packed)
+
+    def load_session_ticket_keys(self, paths: Union[KeyPath, "list[KeyPath]"]) -> None:
+        """set_session_ticket_keys with keys read from files of nginx's `ssl_session_ticket_key`
+        format (`openssl rand 80 > current.key`): one key per file, the current key's file
+        first. Call it again after rewriting the files to rotate (no restart). OSError naming
+        the file if one cannot be read; ValueError if one is not 80 or 48 bytes."""
+        packed, lengths = read_key_files(paths)
+        try:
+            self._install_ticket_keys(packed, lengths)
+        finally:
+            wipe(packed)
+
+    @_locked
+    def _install_ticket_keys(self, packed: bytearray, lengths: "list[int]") -> None:
+        sizes = ffi.new("size_t[]", lengths or [0])
+        result = lib.fasttls_ctx_set_ticket_keys(self._ctx, ffi.from_buffer(packed), sizes,
+                                                 len(lengths))
+        if result < 0:  # pack_keys checked the lengths already
+            raise error_from_queue("a session ticket key has the wrong length")
+        if result == 0:
+            raise error_from_queue("cannot set the session ticket keys")
+
+    def session_ticket_stats(self) -> "dict[str, int]":
+        """What the session ticket keys did since they were first set: `keys` in use,
+        tickets `issued`, tickets presented by clients and decrypted under the `current` key
+        or a `previous` one (those are renewed), and under an `unknown` key (a full handshake
+        followed). All zero before set_session_ticket_keys."""
+        out = ffi.new("unsigned long[4]")
+        keys = lib.fasttls_ctx_ticket_stats(self._ctx, out)
+        return {"keys": keys, "issued": out[0], "current": out[1], "previous": out[2],
+                "unknown": out[3]}
+
     def session_stats(self) -> "dict[str, int]":
         """OpenSSL's session cache counters, under the stdlib's names."""
         ctx = self._ctx
@@ -853,6 +908,87 @@ class Context:
         else:
             _psk_contexts.pop(int(ffi.cast("uintptr_t", self._ctx)), None)
 
+    # ---- OCSP stapling ----
+
+    @_locked
+    def set_ocsp_response(self, der: Optional[bytes]) -> None:
+        """Server side: staple this DER OCSP response in handshakes of clients that ask for one
+        (status_request), from now on; None removes every staple. A context serving several
+        certificates (add_cert) staples each its own: the response goes with the certificate
+        it is about, or, about none of them, with every certificate that has none of its own.
+        Safe while handshakes run in other threads: each takes a copy. It is sent unchecked
+        (fasttls.OCSPStapler fetches and checks one, and replaces it before it expires)."""
+        if der is not None:
+            if not isinstance(der, (bytes, bytearray, memoryview)):
+                raise TypeError(f"an OCSP response is bytes, not {type(der).__name__}")
+            der = bytes(der)
+            if not der:
+                raise ValueError("an OCSP response cannot be empty (None removes it)")
+            _check_length("the OCSP response", der, 0xFFFFFF)  # TLS's 24-bit length
+            about = next((leaf for leaf, issuer in self._identity_certificates()
+                          if lib.fasttls_ocsp_is_about(der, len(der), leaf, issuer)), ffi.NULL)
+        else:
+            about = ffi.NULL
+        self._set_staple(about, der)
+
+    @_locked
+    def _staple(self, leaf, der: Optional[bytes]) -> None:
+        """Staple `der` (None: remove it) for the certificate `leaf` (an X509 cdata)."""
+        self._set_staple(leaf, der)
+
+    def _set_staple(self, leaf, der: Optional[bytes]) -> None:
+        if not lib.fasttls_ctx_set_ocsp_response(self._ctx, leaf, der or b"", len(der or b"")):
+            raise MemoryError("cannot set the OCSP response")
+        self._ocsp_response = der
+
+    def _identity_certificates(self) -> "list[tuple[Any, Any]]":
+        """(certificate, issuer or NULL) X509s of each identity served, freed when dropped.
+        The caller holds the lock (walking them moves OpenSSL's current certificate)."""
+        found: "list[tuple[Any, Any]]" = []
+        issuer = ffi.new("X509 **")
+        while True:
+            leaf = lib.fasttls_ctx_cert(self._ctx, len(found), issuer)
+            if leaf == ffi.NULL:
+                return found
+            found.append((ffi.gc(leaf, lib.X509_free),
+                          ffi.gc(issuer[0], lib.X509_free) if issuer[0] != ffi.NULL
+                          else ffi.NULL))
+
+    @property
+    def ocsp_response(self) -> Optional[bytes]:
+        """The OCSP response last stapled (set_ocsp_response or an OCSPStapler), or None."""
+        return self._ocsp_response
+
+    @property
+    def ocsp_stapling(self) -> bool:
+        """Client side: ask the server for its certificate's OCSP status (the status_request
+        extension); `TLS.ocsp_response()` then returns what it stapled. Unchecked unless
+        require_ocsp_staple is on. Default False. Connections created afterwards."""
+        return self._ocsp_stapling or self._require_ocsp_staple
+
+    @ocsp_stapling.setter
+    def ocsp_stapling(self, value: bool) -> None:
+        self._set_ocsp_client(bool(value), self._require_ocsp_staple)
+
+    @property
+    def require_ocsp_staple(self) -> bool:
+        """Client side: fail the handshake (SSLCertVerificationError naming the cause) unless
+        the server staples a good OCSP response for its certificate: signed by the certificate's
+        issuer in the verified chain, or a responder it delegated to, status good, within its
+        thisUpdate/nextUpdate. Turns ocsp_stapling on. A resumed session is not checked again
+        (no certificate is sent). Default False."""
+        return self._require_ocsp_staple
+
+    @require_ocsp_staple.setter
+    def require_ocsp_staple(self, value: bool) -> None:
+        self._set_ocsp_client(self._ocsp_stapling, bool(value))
+
+    @_locked
+    def _set_ocsp_client(self, request: bool, require: bool) -> None:
+        if not lib.fasttls_ctx_set_ocsp_client(self._ctx, request, require):
+            raise MemoryError("cannot set the OCSP options")
+        self._ocsp_stapling, self._require_ocsp_staple = request, require
+
     # ---- server name indication ----
 
     @property
@@ -884,7 +1020,9 @@ class Context:
         (stateless tickets are turned off). The lookup happens between handshake calls
         (`TLS.pause`), never inside one; new sessions are written after the handshake without
         holding it up. A store that fails or is slow means a full handshake, never a failed
-        one. None: back to the in-process cache and stateless tickets."""
+        one. None: back to the in-process cache and stateless tickets. Stateless tickets
+        are off while a store is set, shared session-ticket keys included: a fleet uses one
+        or the other."""
         from fasttls.store._saver import SessionSaver  # the store package only when used
         if store is not None and not all(
                 callable(getattr(store, name, None)) for name in ("get", "set", "get_async")):

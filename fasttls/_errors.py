@@ -13,6 +13,7 @@ __all__ = [
     "SSLZeroReturnError",
     "SSLEOFError",
     "KeylessError",
+    "OCSPError",
     "error_from_conn",
     "error_from_queue",
     "report_unraisable",
@@ -44,6 +45,8 @@ class SSLCertVerificationError(SSLError, ssl.SSLCertVerificationError):
     verify_message = ""
     verify_depth: "int | None" = None
     verify_subject = ""
+    # Set when require_ocsp_staple failed the handshake: an OCSPError.cause, or "missing".
+    ocsp_cause = ""
 
 
 class SSLZeroReturnError(SSLError, ssl.SSLZeroReturnError):
@@ -69,7 +72,19 @@ class KeylessError(SSLError):
         self.reason = reason
 
 
-for _cls in (SSLError, SSLCertVerificationError, SSLZeroReturnError, SSLEOFError, KeylessError):
+class OCSPError(SSLError):
+    """An OCSP response for stapling could not be had (fasttls.OCSPStapler) or is not good.
+    `cause` names why: "no certificate", "no responder" (the certificate names no OCSP
+    responder), "no issuer", "http" (the responder answered with an HTTP error or could not be
+    reached), "timeout", "malformed", "unsuccessful" (responseStatus tryLater, internalError,
+    ...), "bad signature" (not signed by the issuer or a responder it delegated to), "not for
+    this certificate", "revoked", "unknown", "expired"."""
+
+    cause = ""
+
+
+for _cls in (SSLError, SSLCertVerificationError, SSLZeroReturnError, SSLEOFError, KeylessError,
+             OCSPError):
     _cls.__module__ = "fasttls"  # tracebacks show fasttls.SSLError, the public name
 
 _LIBRARY_NAMES = {
@@ -135,10 +150,61 @@ def verify_message(conn, hostname):
     return _text(lib.X509_verify_cert_error_string(code)) or f"error {code}"
 
 
+# What each fasttls_ocsp_check result means (FASTTLS_OCSP_*), as OCSPError.cause.
+OCSP_CAUSES = {
+    lib.FASTTLS_OCSP_MALFORMED: "malformed",
+    lib.FASTTLS_OCSP_UNSUCCESSFUL: "unsuccessful",
+    lib.FASTTLS_OCSP_BAD_SIGNATURE: "bad signature",
+    lib.FASTTLS_OCSP_NOT_FOR_CERT: "not for this certificate",
+    lib.FASTTLS_OCSP_REVOKED: "revoked",
+    lib.FASTTLS_OCSP_UNKNOWN: "unknown",
+    lib.FASTTLS_OCSP_EXPIRED: "expired",
+    lib.FASTTLS_OCSP_MISSING: "missing",
+    lib.FASTTLS_OCSP_NO_ISSUER: "no issuer",
+}
+OCSP_MESSAGES = {
+    lib.FASTTLS_OCSP_MALFORMED: "the OCSP response is not a DER OCSPResponse",
+    lib.FASTTLS_OCSP_UNSUCCESSFUL: "the OCSP responder did not answer successfully",
+    lib.FASTTLS_OCSP_BAD_SIGNATURE: "the OCSP response is not signed by the certificate's "
+                                    "issuer or a responder it delegated to",
+    lib.FASTTLS_OCSP_NOT_FOR_CERT: "the OCSP response is not about this certificate",
+    lib.FASTTLS_OCSP_REVOKED: "the OCSP response says the certificate is revoked",
+    lib.FASTTLS_OCSP_UNKNOWN: "the OCSP responder does not know the certificate",
+    lib.FASTTLS_OCSP_EXPIRED: "the OCSP response is expired (past nextUpdate) or not yet valid",
+    lib.FASTTLS_OCSP_MISSING: "the server stapled no OCSP response (require_ocsp_staple)",
+    lib.FASTTLS_OCSP_NO_ISSUER: "the certificate's issuer is not known, so its OCSP status "
+                                "cannot be checked",
+}
+_SSL_R_INVALID_STATUS_RESPONSE = 328
+
+
+def _ocsp_failure(conn, code):
+    """The verification error of a handshake that require mode failed, else None."""
+    failure = lib.fasttls_conn_ocsp_failure(conn) if conn.ssl != ffi.NULL else 0
+    if not failure:
+        return None
+    cause = OCSP_MESSAGES.get(failure, f"OCSP check {failure} failed")
+    subject = ffi.string(conn.verify_subject).decode("utf-8", "replace")
+    detail = f" (certificate at depth 0: {subject})" if subject else ""
+    exc = _build(SSLCertVerificationError, ssl.SSL_ERROR_SSL, cause + detail, code)
+    exc.verify_code = conn.verify_code
+    exc.verify_message = cause
+    exc.verify_depth = 0 if subject else None
+    exc.verify_subject = subject
+    exc.ocsp_cause = OCSP_CAUSES.get(failure, "")
+    return exc
+
+
 def error_from_conn(conn, hostname=None):
     """The exception for a failed engine call on `conn`, with the alert bytes left unset."""
     code = conn.err_code
     errno = conn.ssl_error
+    if code and lib.ERR_GET_LIB(code) == lib.ERR_LIB_SSL and (
+        lib.ERR_GET_REASON(code) == _SSL_R_INVALID_STATUS_RESPONSE
+    ):
+        ocsp = _ocsp_failure(conn, code)
+        if ocsp is not None:
+            return ocsp
     if code and lib.ERR_GET_LIB(code) == lib.ERR_LIB_SSL and (
         lib.ERR_GET_REASON(code) == _CERTIFICATE_VERIFY_FAILED
     ):

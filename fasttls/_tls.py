@@ -638,6 +638,8 @@ class TLS:
         ctx = self._context
         if self._server and ctx._signer is not None:
             ctx._check_keyless_compatible("a keyless context")
+        if not self._server and (ctx._ocsp_stapling or ctx._require_ocsp_staple):
+            lib.fasttls_conn_request_ocsp(self._conn)  # the context as it is now
         if (not self._server and self._hostname is None and ctx.check_hostname
                 and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE):
             raise ValueError("check_hostname requires server_hostname: pass newtls(..., "
@@ -683,6 +685,8 @@ class TLS:
             return SSLError(ssl.SSL_ERROR_SSL, "the connection was already released")
         error = error_from_conn(self._conn, self._hostname)
         error.alert = self._take_output()
+        if self._server and self._context._session_store is not None:
+            self._context._session_store_saver.evict(self)  # as OpenSSL's own cache does
         return error
 
     @property
@@ -897,6 +901,13 @@ class TLS:
 
     def session_reused(self) -> bool:
         return bool(lib.SSL_session_reused(self._ssl()))
+
+    def ocsp_response(self) -> Optional[bytes]:
+        """Client side: the DER OCSP response the server stapled, or None (not asked for: see
+        Context.ocsp_stapling; none sent; a resumed session; a server connection)."""
+        der = ffi.new("const unsigned char **")
+        n = lib.fasttls_conn_ocsp_response(self._conn, der)
+        return _unpack(ffi.cast("char *", der[0]), n) if n > 0 else None
 
     @property
     def session(self) -> Optional[Session]:

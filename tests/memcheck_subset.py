@@ -1,8 +1,8 @@
 """The C engine under valgrind memcheck: a subset of the tests' work (handshakes in TLS 1.2 and
 1.3 with ECDSA and RSA keys, mutual TLS, ALPN, SNI switching, resumption, data both ways, large
 writes, release_buffers, close_notify, verification failures, garbage and truncated input,
-abandoned handshakes, socket I/O inside the engine, keyless signing pauses) in one Python process
-run under
+abandoned handshakes, socket I/O inside the engine, the shared session store, shared
+session-ticket keys, keyless signing pauses) in one Python process run under
 
     valgrind --tool=memcheck --error-exitcode=99 --errors-for-leak-kinds=definite --leak-check=full
 
@@ -143,12 +143,42 @@ def workload(directory):
         client = fasttls.newtls("client", cctx, name)
         server = fasttls.newtls("server", sctx)
         pump(client, server)
+    store_workload(pem, server_ctx)
     keyless_workload(pem)
     # keylog on and off
     keylog = os.path.join(directory, "keylog.txt")
     sctx.keylog_filename = keylog
     pump(fasttls.newtls("client", cctx, "localhost"), fasttls.newtls("server", sctx))
     sctx.keylog_filename = None
+    # shared session-ticket keys (80- and 48-byte), across two contexts, rotated, replaced,
+    # and freed with their context; TLS 1.2 and 1.3
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        old, new = os.urandom(48), os.urandom(80)
+        first, second = server_ctx("ecdsa"), server_ctx("ecdsa")
+        first.set_session_ticket_keys([old])
+        second.set_session_ticket_keys([new, old])
+        tctx = fasttls.newctx(cadata=pem("ecdsa-ca"), minimum_version=version,
+                              maximum_version=version)
+        session = None
+        for ctx in (first, second, second):
+            client = fasttls.newtls("client", tctx, "localhost", session=session)
+            server = fasttls.newtls("server", ctx)
+            pump(client, server)
+            client.read(server.write(b"t"))
+            assert client.session_reused() == (session is not None)
+            session = client.session
+        keyfile = os.path.join(directory, "ticket.key")
+        with open(keyfile, "wb") as f:
+            f.write(os.urandom(80))
+        second.load_session_ticket_keys([keyfile])  # the ticket's key is gone: full handshake
+        client = fasttls.newtls("client", tctx, "localhost", session=session)
+        server = fasttls.newtls("server", second)
+        pump(client, server)
+        assert not client.session_reused()
+        expect_error(ValueError, second.set_session_ticket_keys, [b"short"])
+        second.set_session_ticket_keys([])
+        assert second.session_ticket_stats()["keys"] == 0
+        del first, second, client, server, session
     # the drop-in layer: ssl.SSLObject from fasttls.SSLContext over MemoryBIOs
     dclient = fasttls.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     dclient.load_verify_locations(os.path.join(directory, "ecdsa-ca.pem"))
@@ -295,6 +325,49 @@ def keyless_workload(pem):
         keyless.set_keyless_cert(pem(f"{kind}-chain"), LocalSigner(key))
         plain.sni_callback = lambda tls, name: keyless
         pump(fasttls.newtls("client", cctx, "localhost"), fasttls.newtls("server", plain))
+
+
+def store_workload(pem, server_ctx):
+    """The shared session store: lookups paused and resumed (found, missing, unreadable, sealed),
+    new sessions taken, a connection released while its lookup is pending or after a session
+    was handed in but before the handshake went on."""
+    import ssl
+
+    import fasttls
+    from fasttls.store import MemoryStore, SealedStore, SealingKey
+    from support.pump import pump
+
+    inner = MemoryStore()
+    stores = (inner, SealedStore(inner, SealingKey(bytearray(32))))
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        cctx = fasttls.newctx(cadata=pem("ecdsa-ca"), maximum_version=version)
+        for store in stores:
+            sctx = server_ctx("ecdsa")
+            sctx.set_session_store(store)
+            client = fasttls.newtls("client", cctx, "localhost")
+            pump(client, fasttls.newtls("server", sctx))
+            client.read(b"")
+            session = client.session
+            again = fasttls.newtls("client", cctx, "localhost", session=session)
+            server = fasttls.newtls("server", sctx)
+            pump(again, server)
+            assert server.session_reused()
+            # released with the lookup pending, and after the hand-in
+            for hand_in in (False, True):
+                pending = fasttls.newtls("server", sctx)
+                pending.handshake(fasttls.newtls("client", cctx, "localhost",
+                                                 session=session).handshake())
+                assert pending.pause is not None
+                if hand_in:
+                    pending.pause.resolve(1.0)
+                del pending
+            # an unreadable value: a full handshake
+            pending = fasttls.newtls("server", sctx)
+            pending.handshake(fasttls.newtls("client", cctx, "localhost",
+                                             session=session).handshake())
+            pending.pause.hand_in(b"\x30\x82\x01\x00 rubbish")
+            del pending
+            sctx.set_session_store(None)
 
 
 def main():

@@ -1,12 +1,13 @@
 """Every row of ``python -m fasttls bench`` by name, in the order the table shows them: the core
-workloads, the drop-in ones, fasttls.aio's, the anyio/trio path, then uvicorn under wrk."""
+workloads, the drop-in ones, fasttls.aio's, the anyio/trio path, uvicorn under wrk, then the
+fleet behind haproxy."""
 from typing import Dict, List, Optional, Sequence
 
-from fasttls.bench import aio_rows, anyio_rows, asgi, dropin, workloads
+from fasttls.bench import aio_rows, anyio_rows, asgi, dropin, fleet_rows, workloads
 from fasttls.bench.harness import Row
 
 ROWS: Dict[str, Row] = {row.name: row for row in (
-    workloads.ROWS + dropin.ROWS + aio_rows.ROWS + anyio_rows.ROWS + asgi.ROWS)}
+    workloads.ROWS + dropin.ROWS + aio_rows.ROWS + anyio_rows.ROWS + asgi.ROWS + fleet_rows.ROWS)}
 
 
 def default_rows() -> List[str]:

@@ -388,6 +388,9 @@ class SSLObjectAdapter:
     def compression(self):
         return None  # fasttls never compresses (CRIME)
 
+    def ocsp_response(self) -> Optional[bytes]:
+        return self._tls.ocsp_response()
+
     def get_channel_binding(self, cb_type: str = "tls-unique"):
         if cb_type not in ssl.CHANNEL_BINDING_TYPES:
             raise ValueError(f"Unsupported channel binding type {cb_type!r}")
@@ -468,6 +471,11 @@ class SSLObject(ssl.SSLObject):
                 raise want_read()  # a new one each time (see BIOTransport.receive)
         return adapter.read(len, buffer)
 
+    def ocsp_response(self) -> Optional[bytes]:
+        """fasttls's addition (the stdlib has none): the DER OCSP response the server stapled,
+        or None (see SSLContext.ocsp_stapling)."""
+        return self._sslobj.ocsp_response()  # type: ignore[attr-defined]  # not in typeshed
+
     def write(self, data):
         adapter = self._sslobj
         tls = adapter._tls
@@ -477,6 +485,17 @@ class SSLObject(ssl.SSLObject):
             kind = type(data)
             return len(data) if kind is bytes or kind is bytearray else memoryview(data).nbytes
         return adapter.write(data)
+
+
+class SSLSocket(ssl.SSLSocket):
+    """The stdlib's SSLSocket (what `wrap_socket` of a fasttls SSLContext returns), unchanged
+    but for one method the stdlib has none of."""
+
+    def ocsp_response(self) -> Optional[bytes]:
+        """The DER OCSP response the server stapled, or None (also before the handshake, or
+        unconnected; see SSLContext.ocsp_stapling)."""
+        sslobj = self._sslobj  # type: ignore[attr-defined]  # not in typeshed
+        return sslobj.ocsp_response() if sslobj is not None else None
 
 
 class SSLSocketAdapter(SSLObjectAdapter):

@@ -25,7 +25,7 @@ from fasttls._context import Context
 from fasttls._errors import SSLError, report_unraisable
 from fasttls._tls import TLS
 
-from ._adapter import SessionCache, SSLObject, SSLObjectAdapter, SSLSocketAdapter
+from ._adapter import SessionCache, SSLObject, SSLObjectAdapter, SSLSocket, SSLSocketAdapter
 from ._transports import BIOTransport, SocketTransport
 
 __all__ = ["SSLContext", "create_default_context"]
@@ -103,6 +103,8 @@ class SSLContext(_StdSSLContext):
 
     # wrap_bio's objects: ssl.SSLObject with the adapter's fast paths in front (see SSLObject).
     sslobject_class = SSLObject
+    # wrap_socket's: ssl.SSLSocket plus ocsp_response().
+    sslsocket_class = SSLSocket
 
     _fasttls: Context
     _sessions: SessionCache
@@ -379,6 +381,30 @@ class SSLContext(_StdSSLContext):
                                     "expected None or an alert number"))
         return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
 
+    # ---- OCSP stapling (fasttls's additions; see Context) ----
+
+    def set_ocsp_response(self, der: Optional[bytes]) -> None:
+        """Server side: staple this DER OCSP response (None: none); see fasttls.OCSPStapler."""
+        self._fasttls.set_ocsp_response(der)
+
+    @property
+    def ocsp_stapling(self) -> bool:
+        """Client side: ask for the server's OCSP staple (SSLSocket/SSLObject.ocsp_response())."""
+        return self._fasttls.ocsp_stapling
+
+    @ocsp_stapling.setter
+    def ocsp_stapling(self, value: bool) -> None:
+        self._fasttls.ocsp_stapling = value
+
+    @property
+    def require_ocsp_staple(self) -> bool:
+        """Client side: fail the handshake unless the server staples a good OCSP response."""
+        return self._fasttls.require_ocsp_staple
+
+    @require_ocsp_staple.setter
+    def require_ocsp_staple(self, value: bool) -> None:
+        self._fasttls.require_ocsp_staple = value
+
     @property
     def _msg_callback(self):
         """The stdlib's private debugging hook: `callback(conn, direction, version,
@@ -410,6 +436,20 @@ class SSLContext(_StdSSLContext):
     @property
     def session_store(self):
         return self._fasttls.session_store
+
+    # Not in the stdlib: fleet-wide session tickets (see fasttls.Context).
+    def set_session_ticket_keys(self, keys) -> None:
+        """fasttls.Context.set_session_ticket_keys: shared session-ticket keys, nginx's
+        80-byte (or 48-byte) format, the current key first."""
+        self._fasttls.set_session_ticket_keys(keys)
+
+    def load_session_ticket_keys(self, paths) -> None:
+        """fasttls.Context.load_session_ticket_keys: the keys from nginx-format key files, one
+        per file, the current key's first; call again to rotate."""
+        self._fasttls.load_session_ticket_keys(paths)
+
+    def session_ticket_stats(self) -> dict:
+        return self._fasttls.session_ticket_stats()
 
     if sys.version_info >= (3, 13):  # the stdlib's TLS-PSK API, new in 3.13
         def set_psk_client_callback(self, callback) -> None:

@@ -3,6 +3,7 @@ import asyncio
 from typing import Any, Optional, Tuple, Union
 
 from fasttls.store._optional import require
+from fasttls.store._per_timeout import ClientsByTimeout
 
 __all__ = ["MemcachedStore"]
 
@@ -13,41 +14,54 @@ _RELATIVE_TTL_MAX = 30 * 24 * 3600
 class MemcachedStore:
     """Sessions under `prefix` + the session ID in hex (memcached keys are ASCII), with the
     session's timeout as the item's expiry. `server` is (host, port) or "host:port"; the client
-    is pymemcache's PooledClient (thread-safe), every call bounded by `timeout` seconds;
-    `client_options` go to it (e.g. tls_context for TLS to memcached). The asyncio methods run
-    the same calls in the loop's default executor, so they never block the loop."""
+    is pymemcache's PooledClient (thread-safe), every call bounded by `timeout` seconds (a sync
+    call given a shorter `timeout` by that, on a pool of its own made once per such bound; a
+    ready `client`: its own timeouts); `client_options` go to it (e.g. tls_context for TLS to
+    memcached). The asyncio methods run the same calls in the loop's default executor, so they
+    never block the loop."""
 
     local = False
 
     def __init__(self, server: Union[str, Tuple[str, int]] = ("127.0.0.1", 11211), *,
                  prefix: bytes = b"fasttls:s:", timeout: float = 0.5, client: Any = None,
                  **client_options: Any) -> None:
-        base = require("pymemcache.client.base", "MemcachedStore", "pymemcache")
+        self._base = require("pymemcache.client.base", "MemcachedStore", "pymemcache")
         if isinstance(server, str):
             host, _, port = server.rpartition(":")
             server = (host, int(port))
         self.server = server
         self.prefix = bytes(prefix)
         self.timeout = timeout
+        self._options = client_options
+        self._given = client is not None
         if client is None:
-            client = base.PooledClient(server, connect_timeout=timeout, timeout=timeout,
-                                       **client_options)
+            client = self._client_bounded(timeout)
         self.client = client
+        self._by_timeout = ClientsByTimeout(timeout, lambda: self.client, self._client_bounded)
+
+    def _client_bounded(self, bound: Optional[float]) -> Any:
+        return self._base.PooledClient(self.server, connect_timeout=bound, timeout=bound,
+                                       **self._options)
+
+    def _client_within(self, timeout: Optional[float]) -> Any:
+        """The client that bounds one sync call by `timeout` too (a ready client: itself)."""
+        return self.client if self._given else self._by_timeout.client_for(timeout)
 
     def _key(self, key: bytes) -> bytes:
         return self.prefix + bytes(key).hex().encode("ascii")
 
     def get(self, key: bytes, timeout: Optional[float] = None) -> Optional[bytes]:
-        value = self.client.get(self._key(key))
+        value = self._client_within(timeout).get(self._key(key))
         return None if value is None else bytes(value)
 
     def set(self, key: bytes, value: bytes, ttl: int, timeout: Optional[float] = None) -> None:
         ttl = min(max(1, int(ttl)), _RELATIVE_TTL_MAX)
-        if not self.client.set(self._key(key), bytes(value), expire=ttl, noreply=False):
+        client = self._client_within(timeout)
+        if not client.set(self._key(key), bytes(value), expire=ttl, noreply=False):
             raise OSError(f"memcached did not store the session (value of {len(value)} bytes)")
 
     def delete(self, key: bytes, timeout: Optional[float] = None) -> None:
-        self.client.delete(self._key(key), noreply=False)
+        self._client_within(timeout).delete(self._key(key), noreply=False)
 
     async def get_async(self, key: bytes) -> Optional[bytes]:
         return await asyncio.get_running_loop().run_in_executor(None, self.get, key)
@@ -60,6 +74,7 @@ class MemcachedStore:
 
     def close(self) -> None:
         self.client.close()
+        self._by_timeout.close()
 
     def __repr__(self) -> str:
         return f"<MemcachedStore {self.server[0]}:{self.server[1]} prefix={self.prefix!r}>"

@@ -4,6 +4,7 @@ import weakref
 from typing import Any, Optional
 
 from fasttls.store._optional import require
+from fasttls.store._per_timeout import ClientsByTimeout
 from fasttls.store._protocol import effective_timeout
 
 __all__ = ["RedisStore"]
@@ -14,9 +15,11 @@ class RedisStore:
     TTL (SET ... EX). `url` is redis-py's (redis://[user:password@]host:port/db, rediss:// for
     TLS to Redis, unix://...); `client_options` go to redis.Redis.from_url and
     redis.asyncio.Redis.from_url (e.g. username/password for ACLs, ssl_ca_certs). `timeout`
-    (seconds) bounds every call: connect, read, write. Or pass ready `client` / `async_client`
-    (then their own timeouts apply). The asyncio client is made per event loop (redis.asyncio
-    connections belong to the loop that opened them)."""
+    (seconds) bounds every call: connect, read, write; a sync call given a shorter `timeout` (a
+    handshake's socket timeout) is bounded by that, on a client of its own made once per such
+    bound. Or pass ready `client` / `async_client` (then their own timeouts apply). The asyncio
+    client is made per event loop (redis.asyncio connections belong to the loop that opened
+    them)."""
 
     local = False
 
@@ -30,6 +33,8 @@ class RedisStore:
         self._options = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
                              **client_options)
         self._client = client
+        self._given = client is not None
+        self._by_timeout = ClientsByTimeout(timeout, lambda: self.client, self._client_bounded)
         self._async_given = async_client
         self._async_clients: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
@@ -41,6 +46,14 @@ class RedisStore:
         if self._client is None:
             self._client = self._redis.Redis.from_url(self.url, **self._options)
         return self._client
+
+    def _client_bounded(self, bound: float) -> Any:
+        options = dict(self._options, socket_timeout=bound, socket_connect_timeout=bound)
+        return self._redis.Redis.from_url(self.url, **options)
+
+    def _client_within(self, timeout: Optional[float]) -> Any:
+        """The client that bounds one sync call by `timeout` too (a ready client: itself)."""
+        return self.client if self._given else self._by_timeout.client_for(timeout)
 
     def _async_client(self) -> Any:
         if self._async_given is not None:
@@ -54,13 +67,13 @@ class RedisStore:
         return client
 
     def get(self, key: bytes, timeout: Optional[float] = None) -> Optional[bytes]:
-        return self.client.get(self._key(key))
+        return self._client_within(timeout).get(self._key(key))
 
     def set(self, key: bytes, value: bytes, ttl: int, timeout: Optional[float] = None) -> None:
-        self.client.set(self._key(key), bytes(value), ex=max(1, int(ttl)))
+        self._client_within(timeout).set(self._key(key), bytes(value), ex=max(1, int(ttl)))
 
     def delete(self, key: bytes, timeout: Optional[float] = None) -> None:
-        self.client.delete(self._key(key))
+        self._client_within(timeout).delete(self._key(key))
 
     async def get_async(self, key: bytes) -> Optional[bytes]:
         return await asyncio.wait_for(self._async_client().get(self._key(key)),
@@ -80,6 +93,7 @@ class RedisStore:
         or with aclose())."""
         if self._client is not None and self._async_given is None:
             self._client.close()
+        self._by_timeout.close()
 
     async def aclose(self) -> None:
         """Close this loop's asyncio client."""

@@ -6,7 +6,12 @@ store (MemoryStore) takes them at once. Otherwise, inside a running event loop e
 task of its own (fasttls.aio: fire and forget); elsewhere (sans-IO, the helpers, the drop-in
 socket) a writer thread takes them from a queue. Both are bounded (`max_pending`): past it, new
 sessions are dropped (counted in `dropped`: those clients get a full handshake next time), so a
-stalled store never grows memory. A failed write is counted in `failed` and reported."""
+stalled store never grows memory. A failed write is counted in `failed` and reported.
+
+Eviction: a TLS 1.2 session whose connection ended in a fatal alert (sent or received) must not
+be resumed (RFC 5246 7.2.2); OpenSSL's own cache forgets it then, and `evict` deletes it from
+the store the same way (TLS 1.3 has no such rule). A connection that just ends, without
+close_notify or with a transport error, keeps its session."""
 import asyncio
 import collections
 import threading
@@ -17,7 +22,8 @@ from fasttls.store._lookup import report_store_failure
 
 __all__ = ["SessionSaver", "take_new_sessions"]
 
-Entry = Tuple[bytes, bytes, int]
+# (session ID, serialised session or None to delete it, TTL)
+Entry = Tuple[bytes, Optional[bytes], int]
 # An idle writer thread ends after this long (seconds); the next session starts another.
 _IDLE_EXIT = 5.0
 
@@ -46,6 +52,7 @@ class SessionSaver:
         self.max_pending = max_pending
         self.dropped = 0
         self.failed = 0
+        self.evicted = 0
         self._local = bool(getattr(store, "local", False))
         self._queue: Deque[Entry] = collections.deque()
         self._cond = threading.Condition()
@@ -55,9 +62,30 @@ class SessionSaver:
         self._tasks: Set["asyncio.Task[None]"] = set()
 
     def save(self, tls: Any) -> None:
-        entries = take_new_sessions(tls._conn)
-        if not entries:
+        entries: List[Entry] = list(take_new_sessions(tls._conn))
+        if entries:
+            self._submit(entries)
+
+    def evict(self, tls: Any) -> None:
+        """After a fatal error on a server connection: delete its TLS 1.2 session (one that
+        was established: resumed, or the handshake finished)."""
+        ssl_object = tls._conn.ssl
+        if ssl_object == ffi.NULL or not (tls._done or lib.SSL_session_reused(ssl_object)):
             return
+        if ffi.string(lib.SSL_get_version(ssl_object)) != b"TLSv1.2":
+            return
+        session = lib.SSL_get1_session(ssl_object)
+        if session == ffi.NULL:
+            return
+        length = ffi.new("unsigned int *")
+        raw = lib.SSL_SESSION_get_id(session, length)
+        key = ffi.unpack(ffi.cast("char *", raw), length[0])
+        lib.SSL_SESSION_free(session)
+        if key:
+            self.evicted += 1
+            self._submit([(key, None, 0)])
+
+    def _submit(self, entries: List[Entry]) -> None:
         if self._local:
             for entry in entries:
                 self._write(entry)
@@ -88,15 +116,23 @@ class SessionSaver:
             self._cond.notify()
 
     def _write(self, entry: Entry) -> None:
+        key, value, ttl = entry
         try:
-            self.store.set(*entry)
+            if value is None:
+                self.store.delete(key)
+            else:
+                self.store.set(key, value, ttl)
         except Exception as exc:  # the session is not kept: a full handshake next time
             self.failed += 1
             report_store_failure(self.store, "write", exc)
 
     async def _write_async(self, entry: Entry) -> None:
+        key, value, ttl = entry
         try:
-            await self.store.set_async(*entry)
+            if value is None:
+                await self.store.delete_async(key)
+            else:
+                await self.store.set_async(key, value, ttl)
         except Exception as exc:
             self.failed += 1
             report_store_failure(self.store, "write", exc)

@@ -13,11 +13,6 @@ KEY = b"\x11" * 32
 OTHER = b"\x22" * 32
 
 
-@pytest.fixture(scope="module")
-def ident(identities):
-    return identities["ecdsa"]
-
-
 def test_a_sealed_value_is_aes_256_gcm_bound_to_its_store_key():
     inner = MemoryStore()
     store = SealedStore(inner, SealingKey(KEY, key_id=b"k1"))

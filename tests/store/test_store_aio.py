@@ -3,6 +3,7 @@
 and a store that is down means full handshakes. Clients are stdlib sockets in threads."""
 import asyncio
 import concurrent.futures
+import functools
 import socket
 import ssl
 import sys
@@ -12,7 +13,8 @@ import time
 import pytest
 from support.pairs import VERSIONS
 from support.peers import stdlib_client_context
-from support.stores import DownStore
+from support.stores import DownStore, dropin_store_ctx
+from support.stores import fetch as fetch_within
 
 import fasttls
 import fasttls.aio
@@ -20,15 +22,11 @@ from fasttls.store import MemoryStore
 
 CLIENTS = 20
 BOUND = 30.0  # guards against hangs only
+fetch = functools.partial(fetch_within, timeout=BOUND)  # positional arguments: run_in_executor
 
 LOOPS = ["selector"]
 if sys.platform != "win32":
     LOOPS.append("uvloop")
-
-
-@pytest.fixture(scope="module")
-def ident(identities):
-    return identities["ecdsa"]
 
 
 @pytest.fixture(params=LOOPS)
@@ -75,20 +73,6 @@ class GatheringStore(MemoryStore):
         return self.get(key)
 
 
-def server_context(ident, store):
-    ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ident.leaf.configure_cert(ctx)
-    ctx.set_session_store(store)
-    return ctx
-
-
-def fetch(port, cctx, session=None):
-    with socket.create_connection(("127.0.0.1", port), timeout=BOUND) as raw:
-        with cctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            assert tls.recv(2) == b"ok"
-            return tls.session, tls.session_reused
-
-
 async def serve(ctx, reused):
     async def handle(reader, writer):
         reused.append(writer.get_extra_info("ssl_object").session_reused)
@@ -102,7 +86,7 @@ async def serve(ctx, reused):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_concurrent_lookups_never_block_the_loop(loop, ident, version):
     store = GatheringStore(CLIENTS)
-    ctx = server_context(ident, store)
+    ctx = dropin_store_ctx(ident, store)
     cctx = stdlib_client_context(ident, version)
     reused = []
 
@@ -135,7 +119,7 @@ def test_concurrent_lookups_never_block_the_loop(loop, ident, version):
 
 def test_a_store_that_is_down_means_full_handshakes(loop, ident):
     store = DownStore()
-    ctx = server_context(ident, store)
+    ctx = dropin_store_ctx(ident, store)
     cctx = stdlib_client_context(ident, ssl.TLSVersion.TLSv1_2)
     reused = []
 
@@ -173,7 +157,7 @@ def test_client_gone_while_the_lookup_waits(loop, ident):
     """The client closes during the lookup: the transport ends, the lookup task is cancelled,
     nothing reaches the loop's exception handler, the server goes on."""
     seed = MemoryStore()
-    ctx = server_context(ident, seed)
+    ctx = dropin_store_ctx(ident, seed)
     cctx = stdlib_client_context(ident, ssl.TLSVersion.TLSv1_2)
     stalled = Stalled()
     reused = []

@@ -3,7 +3,9 @@ on 127.0.0.1 free ports (no persistence) and killed in teardown: the store opera
 and asyncio; two server contexts, and two processes, resuming each other's sessions through
 them; a store that is down or dies means full handshakes, not errors and not hangs."""
 import asyncio
-import socket
+import contextlib
+import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -11,32 +13,30 @@ import time
 from pathlib import Path
 
 import pytest
-from support.pairs import VERSIONS, server_ctx
+from support.pairs import VERSIONS
 from support.peers import stdlib_client_context
-from support.stores import HelperServer, require_module, start_memcached, start_redis
+from support.stores import (HelperServer, fetch, require_module, start_memcached, start_redis,
+                            store_ctx)
 
 BOUND = 30.0  # no step of these tests takes anywhere near this long; it guards against hangs
 
 
-@pytest.fixture(scope="module")
-def ident(identities):
-    return identities["ecdsa"]
+def running(module, start):
+    """The daemon `start()` runs, for as long as the fixture lasts (needs the client `module`)."""
+    require_module(module)
+    daemon = start()
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture
 def redis_daemon():
-    require_module("redis")
-    daemon = start_redis()
-    yield daemon
-    daemon.stop()
+    yield from running("redis", start_redis)
 
 
 @pytest.fixture
 def memcached_daemon():
-    require_module("pymemcache")
-    daemon = start_memcached()
-    yield daemon
-    daemon.stop()
+    yield from running("pymemcache", start_memcached)
 
 
 def make_store(kind, daemon, **options):
@@ -101,17 +101,48 @@ def test_async_operations(backend):
     assert store.get(b"\x03" * 32) is None
 
 
-def fetch(port, cctx, session=None):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with cctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            assert tls.recv(2) == b"ok"
-            return tls.session, tls.session_reused
+@contextlib.contextmanager
+def stopped(daemon):
+    """The daemon stopped (SIGSTOP): the kernel still accepts connections to its port, nothing
+    answers them. Continued on the way out."""
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
 
 
-def store_ctx(ident, store):
-    ctx = server_ctx(ident)
-    ctx.set_session_store(store)
-    return ctx
+def timed_failure(call):
+    """How long `call` took to fail (it must: the store does not answer)."""
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        call()
+    return time.monotonic() - started
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP: POSIX")
+def test_a_sync_call_is_bounded_by_the_shorter_of_its_timeout_and_the_stores(backend):
+    """A store that does not answer: a call given a timeout shorter than the store's own fails
+    within the call's (not after the store's 60 s); one given a longer timeout, within the
+    store's (here 0.3 s). Both paths work again once the store answers."""
+    kind, daemon, _ = backend
+    slow_own = make_store(kind, daemon, timeout=60.0)
+    short_own = make_store(kind, daemon, timeout=0.3)
+    try:
+        slow_own.set(b"\x04" * 32, b"kept", 60)
+        with stopped(daemon):
+            for call in (lambda: slow_own.get(b"\x04" * 32, 0.3),
+                         lambda: slow_own.set(b"\x05" * 32, b"x", 60, 0.3),
+                         lambda: slow_own.delete(b"\x05" * 32, 0.3),
+                         lambda: short_own.get(b"\x04" * 32, 60.0)):
+                # Well under the 60 s bound, whatever retries the client library makes.
+                assert timed_failure(call) < 20
+        assert slow_own.get(b"\x04" * 32, 0.3) == b"kept"
+        assert short_own.get(b"\x04" * 32, 60.0) == b"kept"
+        assert slow_own.get(b"\x04" * 32) == b"kept"
+    finally:
+        slow_own.close()
+        short_own.close()
 
 
 @pytest.mark.parametrize("version", VERSIONS)

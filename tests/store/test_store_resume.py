@@ -3,7 +3,6 @@ sharing one store resume each other's sessions, TLS 1.2 by session ID and TLS 1.
 ticket; the lookup pauses the handshake (TLS.pause) and never runs inside it; a store that is
 down, slow or returns rubbish means a full handshake, never a failure; a connection dropped
 without close_notify keeps its session. Clients: fasttls, the stdlib, `openssl s_client`."""
-import socket
 import ssl
 import subprocess
 import time
@@ -13,32 +12,28 @@ from support.pairs import VERSIONS, client_ctx, server_ctx, version_options
 from support.peers import stdlib_client_context
 from support.pump import pump
 from support.requires import require_program
-from support.stores import DownStore, HelperServer, SlowStore
+from support.stores import DownStore, HelperServer, SlowStore, fetch, store_ctx
 
 import fasttls
 from fasttls.store import MemoryStore, SessionLookup
 
 
-@pytest.fixture(scope="module")
-def ident(identities):
-    return identities["ecdsa"]
-
-
-def store_ctx(ident, store):
-    ctx = server_ctx(ident)
-    ctx.set_session_store(store)
-    return ctx
+def full_handshake(ident, cctx, store):
+    """A first connection, to a server context keeping sessions in `store`: (client, server),
+    the client having read what came after the handshake (TLS 1.3 tickets)."""
+    client = fasttls.newtls("client", cctx, "localhost")
+    server = fasttls.newtls("server", store_ctx(ident, store))
+    pump(client, server)
+    client.read(b"")  # TLS 1.3 tickets came with the last flight
+    return client, server
 
 
 def first_and_second(ident, version, store, second_store=None):
     """A full handshake on one server context, then a resumption attempt on another (sharing
     `store` unless `second_store`); returns the second pair."""
     cctx = client_ctx(ident, **version_options(version))
-    client = fasttls.newtls("client", cctx, "localhost")
-    server = fasttls.newtls("server", store_ctx(ident, store))
-    pump(client, server)
+    client, server = full_handshake(ident, cctx, store)
     assert not server.session_reused()
-    client.read(b"")  # TLS 1.3 tickets came with the last flight
     session = client.session
     again = fasttls.newtls("client", cctx, "localhost", session=session)
     if second_store is None:
@@ -63,10 +58,7 @@ def test_the_lookup_pauses_the_handshake(ident, version):
     state still handshaking; the application fetches and hands the session in."""
     store = MemoryStore()
     cctx = client_ctx(ident, **version_options(version))
-    first, server = fasttls.newtls("client", cctx, "localhost"), fasttls.newtls(
-        "server", store_ctx(ident, store))
-    pump(first, server)
-    first.read(b"")
+    first, _ = full_handshake(ident, cctx, store)
     client = fasttls.newtls("client", cctx, "localhost", session=first.session)
     server = fasttls.newtls("server", store_ctx(ident, store))
     hello = client.handshake()
@@ -167,10 +159,7 @@ def test_dropped_without_close_notify_the_session_stays(ident, version):
     close); its session stays in the store and resumes."""
     store = MemoryStore()
     cctx = client_ctx(ident, **version_options(version))
-    client = fasttls.newtls("client", cctx, "localhost")
-    server = fasttls.newtls("server", store_ctx(ident, store))
-    pump(client, server)
-    client.read(b"")
+    client, server = full_handshake(ident, cctx, store)
     kept = store.keys()
     del server  # released: fasttls_conn_release, no close_notify sent
     import gc
@@ -185,13 +174,6 @@ def test_dropped_without_close_notify_the_session_stays(ident, version):
 # ---- over sockets: the helpers drive the pause ----
 
 
-def stdlib_fetch(port, cctx, session=None):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with cctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
-            assert tls.recv(2) == b"ok"
-            return tls.session, tls.session_reused
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("drop", [False, True], ids=["close_notify", "dropped"])
 def test_helpers_with_stdlib_clients(ident, version, drop):
@@ -199,10 +181,10 @@ def test_helpers_with_stdlib_clients(ident, version, drop):
     first = HelperServer(store_ctx(ident, store), drop=drop)
     second = HelperServer(store_ctx(ident, store))
     cctx = stdlib_client_context(ident, version)
-    session, reused = stdlib_fetch(first.port, cctx)
+    session, reused = fetch(first.port, cctx)
     assert not reused and session is not None
     first.join()
-    _, reused = stdlib_fetch(second.port, cctx, session)
+    _, reused = fetch(second.port, cctx, session)
     second.join()
     assert not first.errors and not second.errors
     assert reused and second.reused == [True]
@@ -214,12 +196,12 @@ def test_helpers_a_slow_store_is_bounded_by_the_socket_timeout(ident):
     store = MemoryStore()
     first = HelperServer(store_ctx(ident, store))
     cctx = stdlib_client_context(ident, ssl.TLSVersion.TLSv1_2)
-    session, _ = stdlib_fetch(first.port, cctx)
+    session, _ = fetch(first.port, cctx)
     first.join()
     stalled = SlowStore(store, 60.0, fail=True)
     second = HelperServer(store_ctx(ident, stalled), timeout=1.0)
     started = time.monotonic()
-    _, reused = stdlib_fetch(second.port, cctx, session)
+    _, reused = fetch(second.port, cctx, session)
     second.join()
     assert not reused and second.reused == [False] and not second.errors
     assert stalled.lookups == 1
@@ -252,9 +234,7 @@ def test_tls13_resumption_through_a_hello_retry_request(ident):
     store = MemoryStore()
     cctx = client_ctx(ident, **version_options(ssl.TLSVersion.TLSv1_3))
     cctx.set_groups(["X25519", "P-256"])  # a key share for X25519 only
-    first = fasttls.newtls("client", cctx, "localhost")
-    pump(first, fasttls.newtls("server", store_ctx(ident, store)))
-    first.read(b"")
+    first, _ = full_handshake(ident, cctx, store)
     counting = SlowStore(store, 0.0)
     p256_only = server_ctx(ident)
     p256_only.set_groups(["P-256"])
@@ -272,3 +252,87 @@ def test_tls13_resumption_through_a_hello_retry_request(ident):
     from fasttls._binding import ffi, lib
     # P-256, not the X25519 of the client's only key share: the server asked again (HRR).
     assert ffi.string(lib.fasttls_conn_group(server._conn)) == b"secp256r1"
+
+
+class Blocking(MemoryStore):
+    """Writes wait until released (a stalled store), lookups answer at once."""
+
+    local = False
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self.release = threading.Event()
+        self.writing = threading.Event()
+
+    def set(self, key, value, ttl, timeout=None):
+        self.writing.set()
+        assert self.release.wait(30)
+        super().set(key, value, ttl)
+
+
+def test_new_sessions_are_written_in_the_background_and_bounded(ident):
+    """A stalled store holds up no handshake: sessions queue for the writer thread up to
+    max_pending, the rest are dropped (counted); once the store answers, the queue drains."""
+    store = Blocking()
+    sctx = store_ctx(ident, store)
+    saver = sctx._session_store_saver
+    saver.max_pending = 2
+    cctx = client_ctx(ident, **version_options(ssl.TLSVersion.TLSv1_2))
+    pump(fasttls.newtls("client", cctx, "localhost"), fasttls.newtls("server", sctx))
+    assert store.writing.wait(30)  # the writer thread is stuck in the first write
+    for _ in range(4):  # these handshakes complete all the same
+        client, server = fasttls.newtls("client", cctx, "localhost"), fasttls.newtls(
+            "server", sctx)
+        pump(client, server)
+        assert client.finished() and server.finished()
+    assert saver.dropped == 2 and len(store) == 0
+    store.release.set()
+    assert saver.flush(30)
+    assert len(store) == 3 and saver.failed == 0
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_fatal_alert_evicts_a_tls12_session(ident, version):
+    """As OpenSSL's own cache: a TLS 1.2 session whose connection failed with a fatal alert is
+    forgotten (RFC 5246 7.2.2), in the shared store too; TLS 1.3 has no such rule, and a
+    connection that just ends keeps its session (test_dropped_without_close_notify_...)."""
+    store = MemoryStore()
+    cctx = client_ctx(ident, **version_options(version))
+    client, server = full_handshake(ident, cctx, store)
+    kept = store.keys()
+    assert kept
+    record = bytearray(client.write(b"forged"))
+    record[-1] ^= 1
+    with pytest.raises(fasttls.SSLError) as failure:
+        server.read(bytes(record))
+    assert failure.value.alert  # the bad_record_mac alert for the client
+    if version == ssl.TLSVersion.TLSv1_2:
+        assert store.keys() == [] and server.context._session_store_saver.evicted == 1
+        again = fasttls.newtls("client", cctx, "localhost", session=client.session)
+        other = fasttls.newtls("server", store_ctx(ident, store))
+        pump(again, other)
+        assert not other.session_reused()
+    else:
+        assert store.keys() == kept
+
+
+def test_a_store_turns_stateless_tickets_off_shared_keys_included(ident):
+    """With both set, the store is what resumes: no ticket is issued under the shared keys
+    (TLS 1.2 resumes by session ID); without the store, the keys are in use again."""
+    store = MemoryStore()
+    sctx = server_ctx(ident)
+    sctx.set_session_ticket_keys([bytes(range(80))])
+    sctx.set_session_store(store)
+    cctx = client_ctx(ident, **version_options(ssl.TLSVersion.TLSv1_2))
+    client = fasttls.newtls("client", cctx, "localhost")
+    pump(client, fasttls.newtls("server", sctx))
+    assert not client.session.has_ticket and len(store) == 1
+    again = fasttls.newtls("client", cctx, "localhost", session=client.session)
+    server = fasttls.newtls("server", sctx)
+    pump(again, server)
+    assert server.session_reused()
+    sctx.set_session_store(None)
+    client = fasttls.newtls("client", cctx, "localhost")
+    pump(client, fasttls.newtls("server", sctx))
+    assert client.session.has_ticket and len(store) == 1

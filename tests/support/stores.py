@@ -3,6 +3,7 @@ ports (no persistence), torn down by the fixture; a fasttls server on the socket
 thread; a store that answers late or not at all. Every wait is bounded."""
 import os
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -10,6 +11,7 @@ import time
 import fasttls
 from fasttls import helpers
 from support.interop import free_port
+from support.pairs import server_ctx
 from support.requires import require_program, skip_or_fail
 
 START_TIMEOUT = 10.0
@@ -69,6 +71,30 @@ def require_module(name):
         return __import__(name)
     except ImportError:
         skip_or_fail(f"the Python package {name!r} is not installed (the `store` extra)")
+
+
+def store_ctx(ident, store):
+    """A native server context (fasttls.Context) for `ident` keeping sessions in `store`."""
+    ctx = server_ctx(ident)
+    ctx.set_session_store(store)
+    return ctx
+
+
+def dropin_store_ctx(ident, store):
+    """The same on the drop-in (fasttls.SSLContext)."""
+    ctx = fasttls.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ident.leaf.configure_cert(ctx)
+    ctx.set_session_store(store)
+    return ctx
+
+
+def fetch(port, cctx, session=None, timeout=SOCKET_TIMEOUT):
+    """One stdlib client connection (`cctx`, offering `session`) to a server that sends b"ok":
+    (the session it holds afterwards, whether the handshake resumed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with cctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            assert tls.recv(2) == b"ok"
+            return tls.session, tls.session_reused
 
 
 class SlowStore:
