@@ -7,7 +7,6 @@ import ssl
 import pytest
 from support.certs import Identity
 from support.pump import pump
-from support.signers import LocalSigner
 
 import fasttls
 
@@ -118,9 +117,3 @@ def test_switch_to_keyless_refused_with_message_hook(identities, other_identity,
     with pytest.raises(ValueError, match="keyless"):
         server.handshake(client.handshake())
 
-
-def test_signer_per_context(identities, other_identity):
-    """Each keyless context asks its own signer."""
-    a = fasttls.newctx()
-    a.set_keyless_cert(identities["ecdsa"].chain_pem, LocalSigner(identities["ecdsa"].key_pem))
-    assert isinstance(a.signer, LocalSigner)
