@@ -53,19 +53,20 @@ def test_s_client(identities, keyless_ctx, tmp_path, driver, key_type, version, 
         assert request.data.startswith(b" " * 64 + b"TLS 1.3, server CertificateVerify\0")
 
 
-def test_s_client_resumption_needs_no_signature(identities, keyless_ctx, tmp_path):
+@pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
+def test_s_client_resumption_needs_no_signature(identities, keyless_ctx, tmp_path, version):
     identity = identities["ecdsa"]
     paths = identity.write(tmp_path)
     ctx, signer = keyless_ctx(identity)
     session = tmp_path / "session.pem"
     with KeylessServer(ctx) as server:
-        code, out, err = s_client(server.port, paths["ca"], tmp_path, "-tls1_3", "-sess_out",
+        code, out, err = s_client(server.port, paths["ca"], tmp_path, version, "-sess_out",
                                   str(session), name="first")
         assert code == 0, (out + err)[-3000:]
-        code, out, err = s_client(server.port, paths["ca"], tmp_path, "-tls1_3", "-sess_in",
+        code, out, err = s_client(server.port, paths["ca"], tmp_path, version, "-sess_in",
                                   str(session), name="second")
     assert code == 0, (out + err)[-3000:]
-    assert b"Reused, TLSv1.3" in out
+    assert b"Reused, TLSv1." + version[-1:].encode() in out
     assert [r.reused for r in server.results] == [False, True]
     assert [r.requests for r in server.results] == [1, 0]
     assert len(signer.requests) == 1
