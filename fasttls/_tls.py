@@ -53,8 +53,7 @@ from fasttls._certificate import Certificate
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
 from fasttls._errors import (KeylessError, SSLError, SSLZeroReturnError, error_from_conn,
-                             error_from_queue,
-                             transport_eof)
+                             error_from_queue, transport_eof)
 from fasttls._pause import HandshakePause
 
 __all__ = ["TLS", "Session", "newtls", "socket_timeout_ms"]
@@ -121,10 +120,6 @@ def _peer_name(hostname: str) -> "tuple[str, bool]":
     if not name.isascii():
         name = name.encode("idna").decode("ascii")
     return name, False
-
-
-def _address(conn) -> int:
-    return int(ffi.cast("uintptr_t", conn))
 
 
 _ALERT_INTERNAL_ERROR = 80
@@ -392,10 +387,10 @@ class TLS:
     def pause(self) -> Optional[HandshakePause]:
         """What the handshake waits for, the application's work rather than the peer's (a server's
         session lookup in a shared store: a `fasttls.store.SessionLookup`; a keyless signature:
-        a `fasttls.SigningRequest`), or None. The last
-        handshake call returned with the handshake still running (`handshake()` with whatever
-        is to be sent, `handshake_on()` False); resolve it (`resolve(timeout)` or `await
-        resolve_async()`, see fasttls._pause) and call the handshake again."""
+        a `fasttls.SigningRequest`), or None. The last handshake call returned with the
+        handshake still running (`handshake()` with whatever is to be sent, `handshake_on()`
+        False); resolve it (`resolve(timeout)` or `await resolve_async()`, see fasttls._pause)
+        and call the handshake again, on the same thread for a SigningRequest."""
         return self._pause
 
     def _paused(self) -> Optional[HandshakePause]:
