@@ -403,12 +403,7 @@ class Context:
         if signer is None or not all(callable(getattr(signer, name, None))
                                      for name in ("sign", "sign_async")):
             raise TypeError("signer must implement fasttls.Signer (sign and sign_async)")
-        self._signer = signer  # first: the check below looks at it
-        try:
-            self._check_keyless_compatible("set_keyless_cert")
-        except ValueError:
-            self._signer = None
-            raise
+        self._check_keyless_compatible("set_keyless_cert")
         chain = _read_pem(cert, paths_only)
         _check_length("the certificate chain", chain)
         result = lib.fasttls_ctx_use_keyless(self._ctx, chain, len(chain),
@@ -418,6 +413,7 @@ class Context:
         if result < 0:
             raise error_from_queue("cannot serve this certificate keyless (EC and RSA keys "
                                    "only)")
+        self._signer = signer
         # RSA key exchange would need the key server to decrypt: never offered.
         lib.SSL_CTX_set_cipher_list(self._ctx, self._keyless_ciphers().encode())
 
@@ -995,9 +991,8 @@ class Context:
     def sni_callback(self):
         """Server side: `callback(tls, server_name)`, called once the ClientHello has arrived,
         between two handshake calls (never inside one), with the name the client asked for
-        (None if it sent none). Return another Context to serve the
-        connection from it (all of its settings: certificate, trust store, verify mode), None
-        to keep this one, or an alert number (e.g. `ssl.ALERT_DESCRIPTION_ACCESS_DENIED`) to
+        (None if it sent none). Return another Context to serve the connection from it (all
+        of its settings: certificate, trust store, verify mode), None to keep this one, or an alert number (e.g. `ssl.ALERT_DESCRIPTION_ACCESS_DENIED`) to
         refuse the client with that alert. An exception aborts the handshake (internal_error
         alert) and is raised from `handshake()`."""
         return self._sni_callback

@@ -188,6 +188,7 @@ def test_refuses_bad_arguments(identities):
         ctx.set_keyless_cert(identities["ecdsa"].chain_pem, object())
     with pytest.raises(fasttls.SSLError):
         ctx.set_keyless_cert(b"not a certificate", LocalSigner(identities["ecdsa"].key_pem))
+    assert ctx.signer is None  # not keyless after a failed load
 
 
 def test_released_while_paused(identities, keyless_ctx):
