@@ -117,3 +117,18 @@ def test_switch_to_keyless_refused_with_message_hook(identities, other_identity,
     with pytest.raises(ValueError, match="keyless"):
         server.handshake(client.handshake())
 
+
+
+def test_keyless_to_plain(identities, other_identity, keyless_ctx):
+    """From a keyless context to one with its key here: the handshake (in a job all the same)
+    signs locally, nothing is asked of the signer."""
+    keyless, signer = keyless_ctx(identities["ecdsa"])
+    plain = fasttls.newctx()
+    plain.set_cert(other_identity.chain_pem, other_identity.key_pem)
+    keyless.sni_callback = lambda tls, name: plain
+    client = client_for(other_identity, hostname="other.example")
+    server = fasttls.newtls("server", keyless)
+    handshake(client, server)
+    assert client.getpeercert(True) == other_identity.leaf_der
+    assert server.pause is None and not signer.requests
+    assert server.read(client.write(b"after")) == b"after"
