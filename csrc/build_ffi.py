@@ -103,6 +103,7 @@ const char *OpenSSL_version(int);
 
 /* openssl/x509.h, x509_vfy.h */
 typedef ... X509;
+typedef ... EVP_PKEY;
 typedef ... X509_NAME;
 typedef ... X509_STORE;
 typedef ... X509_VERIFY_PARAM;
@@ -235,7 +236,7 @@ void ERR_clear_error(void);
 VERSION = re.search(r'__version__ = "(.+)"', (HERE.parent / "fasttls" / "_version.py").read_text()).group(1)
 
 ENGINE_SOURCES = ("fasttls_bio.c", "fasttls_conn.c", "fasttls_ctx.c", "fasttls_io.c",
-                  "fasttls_x509.c")
+                  "fasttls_x509.c", "fasttls_sign.c")
 
 ffibuilder = FFI()
 CDEF_CALLBACKS = """

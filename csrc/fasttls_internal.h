@@ -6,7 +6,8 @@
  *   fasttls_conn.c  connections: creation, handshake, read, write, shutdown, in-flight counting
  *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
- *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake */
+ *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
+ *   fasttls_sign.c  signing with a key held in this process (the keyless key server) */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
 
