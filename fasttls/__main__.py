@@ -1,6 +1,6 @@
 """Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--memory [PAIRS]]
 [--rows NAME,...] [--plot FILE.png]`` (the harness is the fasttls.bench package, imported only
-for ``bench``)."""
+for ``bench``), and ``python -m fasttls keyserver ...`` (fasttls.keyless, docs/KEYLESS.md)."""
 import argparse
 import sys
 
@@ -28,6 +28,9 @@ def build_parser():
     bench.add_argument("--plot", metavar="FILE.png",
                        help="also draw the ratios as a bar chart (needs matplotlib: "
                             "pip install 'fasttls[plot]')")
+    from fasttls.keyless import _cli as keyserver_cli
+
+    keyserver_cli.add_parser(sub)
     return parser
 
 
@@ -37,6 +40,10 @@ def main(argv=None):
         from fasttls import bench  # only here: the runtime package never imports the harness
 
         return bench.main(args)
+    if args.command == "keyserver":
+        from fasttls.keyless import _cli as keyserver_cli
+
+        return keyserver_cli.main(args)
     return 2
 
 
