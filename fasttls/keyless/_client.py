@@ -91,11 +91,15 @@ class _Link(asyncio.Protocol):
         self.transport = transport
 
     def send(self, job: _Job) -> None:
+        if self.error is not None or self.transport is None:
+            # Ended before this job could go (e.g. a refusal that came with the handshake).
+            job.finish(None, self.error or KeylessError("connection_lost",
+                                                        "the key server closed the connection"))
+            return
         job.request_id = next(self.client._ids)
         self.jobs[job.request_id] = job
         budget_ms = max(1, int((job.deadline - self.client._loop.time()) * 1000))
         key_id, scheme, server_name, data = job.frame_args
-        assert self.transport is not None
         self.transport.write(encode_request(job.request_id, budget_ms, key_id, scheme,
                                             server_name, data))
 
@@ -354,7 +358,8 @@ class KeylessClient:
             return
         self._connecting = None
         self.connects += 1
-        self._link = link
+        if link.error is None and link.transport is not None:
+            self._link = link  # else it ended already: the jobs below fail with its error
         waiting, self._waiting = self._waiting, []
         for job in waiting:
             if job.done is not None:
