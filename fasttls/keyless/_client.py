@@ -50,7 +50,7 @@ def _as_keyless_error(exc: BaseException, when: str) -> KeylessError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return KeylessError("unreachable", f"the key server's certificate failed "
                                            f"verification: {exc}")
-    kind = "connection_lost" if when != "while connecting" else "unreachable"
+    kind = "unreachable" if when.startswith("while connecting") else "connection_lost"
     return KeylessError(kind, f"{type(exc).__name__}: {exc} {when}".strip())
 
 
@@ -349,8 +349,7 @@ class KeylessClient:
                                                 f"{self.host}:{self.port} within "
                                                 f"{self.connect_timeout:g} s")
             else:
-                error = _as_keyless_error(exc, "while connecting")
-                error.args = (error.args[0], f"{error.args[1]} to {self.host}:{self.port}")
+                error = _as_keyless_error(exc, f"while connecting to {self.host}:{self.port}")
             self._connecting = None
             waiting, self._waiting = self._waiting, []
             for job in waiting:
