@@ -46,6 +46,9 @@ def add_parser(sub: Any) -> None:
                         "sha256:HEX of the certificate; repeatable")
     p.add_argument("--workers", type=int, help="signing threads for RSA keys "
                                                "(default: min(8, CPUs))")
+    p.add_argument("--signing", choices=("auto", "inline", "threads"), default="auto",
+                   help="where signatures are made: auto (ECDSA inline on the event loop, RSA "
+                        "in the signing threads), or all inline, or all in threads")
     p.add_argument("--max-pending", type=int, default=4096,
                    help="requests in flight before answering 'overloaded' (default 4096)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -73,7 +76,8 @@ def main(args: argparse.Namespace) -> int:
         context = server_context(args.cert, args.cert_key, args.client_ca)
         host, port = args.listen
         server = KeyServer(keys, context, args.allow, host=host, port=port,
-                           workers=args.workers, max_pending=args.max_pending)
+                           workers=args.workers, max_pending=args.max_pending,
+                           inline={"auto": None, "inline": True, "threads": False}[args.signing])
     except (OSError, SSLError, KeylessError, ValueError) as exc:
         print(f"keyserver: {exc}", file=sys.stderr)
         return 2
