@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import types
-from typing import Callable, List
+from typing import Awaitable, Callable, List
 
 from fasttls._binding import make_self_signed
 
@@ -53,7 +53,7 @@ def _run_threads(sign: Callable[[], object], threads: int, seconds: float) -> fl
     return _rate(sum(counts), time.monotonic() - started)
 
 
-async def _run_tasks(sign: Callable[[], "asyncio.Future"], tasks: int, seconds: float) -> float:
+async def _run_tasks(sign: Callable[[], Awaitable[object]], tasks: int, seconds: float) -> float:
     stop = time.monotonic() + seconds
     counts: List[int] = [0] * tasks
 
@@ -89,7 +89,8 @@ def main(argv=None) -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fasttls", "keyserver", "--listen", "127.0.0.1:0",
              "--key", files["web"], "--cert", files["server"], "--client-ca",
-             files["edge-cert"], "--allow", "edge.bench", "--log-level", "WARNING", "--signing", args.signing],
+             files["edge-cert"], "--allow", "edge.bench", "--log-level", "WARNING",
+             "--signing", args.signing],
             stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None

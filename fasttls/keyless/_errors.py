@@ -5,6 +5,7 @@ fasttls/_errors.py. When it is merged, replace this class by
 `from fasttls._errors import KeylessError` (keeping the (reason, message) call form below, or
 adapting the few `KeylessError(...)` calls in this package)."""
 import ssl
+from typing import Any
 
 from fasttls._errors import SSLError
 
@@ -35,7 +36,7 @@ class KeylessError(SSLError):
         self.reason = reason
         self.library = "KEYLESS"
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> "tuple[Any, tuple[Any, Any]]":
         return (_rebuild, (self.reason, self.args[1]))
 
 

@@ -5,7 +5,7 @@ certificate alone (`certificate_key_id`) and the key server from the private key
 """
 import os
 import pathlib
-from typing import Dict, Iterable, Optional, Union
+from typing import Dict, Iterable, Iterator, Optional, Union
 
 from fasttls._binding import ffi, lib
 from fasttls._errors import error_from_queue
@@ -118,5 +118,5 @@ class KeyStore:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[PrivateKey]:
         return iter(self._keys.values())
