@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         host, port = args.listen
         server = KeyServer(keys, context, args.allow, host=host, port=port,
                            workers=args.workers, max_pending=args.max_pending,
-                           inline={"auto": None, "inline": True, "threads": False}[args.signing])
+                           signing=args.signing)
     except (OSError, SSLError, KeylessError, ValueError) as exc:
         print(f"keyserver: {exc}", file=sys.stderr)
         return 2

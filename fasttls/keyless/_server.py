@@ -10,7 +10,8 @@ as it is signed, in whatever order signatures finish.
 Where signing runs: ECDSA signatures (tens of microseconds) are made inline on the loop, because
 handing one to a thread and back costs more than the signature itself; RSA signatures (about a
 millisecond for 2048 bits) go to a thread pool, where the GIL is released while OpenSSL works,
-so they use every core and never stall the loop. `inline=` overrides the choice for all keys.
+so they use every core and never stall the loop. `signing="inline"` or `"threads"` makes one
+choice for every key instead ("auto", the default, chooses by key type).
 
 Budgets: a request carries how long the edge will wait; one still queued when its budget runs
 out is answered EXPIRED instead of signed (the edge has given up on it). At most `max_pending`
@@ -40,6 +41,7 @@ log = logging.getLogger("fasttls.keyless")
 # it before the connection ends (closing at once with its requests unread would send a reset,
 # which can destroy the refusal in flight).
 REFUSAL_LINGER = 2.0
+_SIGNING = {"auto": None, "inline": True, "threads": False}
 HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -47,6 +49,8 @@ class KeyServer:
     """A key server. `keys`: a KeyStore or PrivateKeys; `context`: a fasttls.SSLContext that
     requires client certificates (fasttls.keyless.server_context makes one); `allow`: the edge
     identities answered (DNS names / CNs, or "sha256:HEX" fingerprints of their certificates).
+    `workers`: signing threads; `max_pending`: requests waiting before OVERLOADED; `signing`:
+    "auto", "inline" or "threads" (see the module's comment).
 
         server = KeyServer(keys, ctx, ["edge1.example"], port=7000)
         await server.start()         # on a running loop; or server.start_thread()
@@ -57,8 +61,10 @@ class KeyServer:
     def __init__(self, keys: Union[KeyStore, Iterable[PrivateKey]], context: Any,
                  allow: Iterable[str], *, host: str = "127.0.0.1", port: int = 0,
                  workers: Optional[int] = None, max_pending: int = 4096,
-                 inline: Optional[bool] = None) -> None:
+                 signing: str = "auto") -> None:
         require_client_certificates(context)
+        if signing not in _SIGNING:
+            raise ValueError(f"signing={signing!r}: expected one of {', '.join(_SIGNING)}")
         self.keys = keys if isinstance(keys, KeyStore) else KeyStore(keys)
         if not len(self.keys):
             raise ValueError("the key server has no keys")
@@ -66,7 +72,7 @@ class KeyServer:
         self.allow = AllowList(allow)
         self.host, self.port = host, port
         self.max_pending = max_pending
-        self._inline = inline
+        self._inline = _SIGNING[signing]
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._server: Optional[asyncio.AbstractServer] = None

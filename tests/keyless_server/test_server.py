@@ -387,3 +387,18 @@ def test_async_server_on_the_callers_loop(pki, make_client):
             return server.stats["OK"]
 
     assert asyncio.run(asyncio.wait_for(main(), 20)) == 1
+
+
+def test_signing_placement_is_checked_and_each_works(pki, make_client):
+    with pytest.raises(ValueError, match="signing"):
+        keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE], signing="gpu")
+    for signing in ("inline", "threads"):
+        server = keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE],
+                                   signing=signing).start_thread()
+        try:
+            client = make_client(server.port)
+            for name, scheme in (("p256", 0x0403), ("rsa", 0x0804)):
+                data = tls13_input()
+                verify(pki, name, scheme, client.sign(request(pki, name, scheme, data)), data)
+        finally:
+            server.stop_thread()
