@@ -239,16 +239,16 @@ class KeylessClient:
 
     def close(self) -> None:
         """Fail what is in flight, close the connection, stop the I/O thread. Idempotent."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("KeylessClient.close() called on the client's own I/O thread")
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             thread, loop = self._thread, self._loop
-        if thread is None:
-            return
-        if threading.current_thread() is thread:
-            raise RuntimeError("KeylessClient.close() called on the client's own I/O thread")
-        loop.call_soon_threadsafe(self._shutdown)
+            if thread is None:
+                return
+            loop.call_soon_threadsafe(self._shutdown)
         thread.join(10)
         if not thread.is_alive():
             loop.close()
@@ -282,8 +282,9 @@ class KeylessClient:
                 raise KeylessError("closed", "the KeylessClient is closed")
             if self._thread is None:
                 self._start_thread()
-            loop = self._loop
-        loop.call_soon_threadsafe(self._start, frame_args, submitted, timeout, done)
+            # Under the lock: close() schedules its shutdown after every job handed over, so
+            # each one is answered (if only with "closed"), none is left unanswered.
+            self._loop.call_soon_threadsafe(self._start, frame_args, submitted, timeout, done)
 
     def _start_thread(self) -> None:
         self._loop = new_event_loop()

@@ -242,6 +242,7 @@ class _EdgeConnection(asyncio.Protocol):
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         allowed, self.identity = self.server.allow.check(transport.get_extra_info("peercert"),
                                                          der)
+        self.server._connections.add(self)
         if not allowed:
             self.refused = True
             self.server.stats["edges_refused"] += 1
@@ -250,8 +251,17 @@ class _EdgeConnection(asyncio.Protocol):
                         f"edge {self.identity} is not on the key server's allow-list")
             asyncio.get_running_loop().call_later(REFUSAL_LINGER, self.abort)
             return
-        self.server._connections.add(self)
         log.info("edge %s connected", self.identity)
+
+    # Back-pressure: an edge that does not read its answers stops being read, so answers
+    # cannot pile up in the write buffer without bound.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.refused:

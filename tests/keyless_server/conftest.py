@@ -7,6 +7,9 @@ import types
 
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import fasttls.keyless as keyless
 
@@ -39,6 +42,11 @@ class Pki:
             self.signing[name] = leaf
             self.signing_files[name] = self._write(f"www-{name}.key",
                                                    leaf.private_key_pem.bytes())
+        # A P-384 key too (trustme issues P-256 and RSA only): no certificate, its id from the key.
+        self.p384 = ec.generate_private_key(ec.SECP384R1())
+        self.signing_files["p384"] = self._write("www-p384.key", self.p384.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
 
     def _write(self, name, data):
         path = self.dir / name
@@ -48,7 +56,15 @@ class Pki:
     def _leaf(self, name, leaf):
         return self._write(f"{name}.pem", leaf.private_key_and_cert_chain_pem.bytes())
 
+    def public_key(self, name):
+        if name == "p384":
+            return self.p384.public_key()
+        return x509.load_pem_x509_certificate(
+            self.signing[name].cert_chain_pems[0].bytes()).public_key()
+
     def key_id(self, name):
+        if name == "p384":
+            return keyless.PrivateKey(self.signing_files["p384"].read_bytes()).key_id
         return keyless.certificate_key_id(self.signing[name].cert_chain_pems[0].bytes())
 
     def server_context(self):
@@ -58,8 +74,7 @@ class Pki:
         return keyless.client_context(cert or self.edge, None, self.server_ca)
 
     def keys(self):
-        return [keyless.PrivateKey(leaf.private_key_pem.bytes())
-                for leaf in self.signing.values()]
+        return [keyless.PrivateKey(path.read_bytes()) for path in self.signing_files.values()]
 
 
 @pytest.fixture(scope="session")

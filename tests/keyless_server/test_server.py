@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
@@ -17,16 +16,16 @@ from fasttls.keyless import _protocol as p
 
 from .conftest import ALLOWED_EDGE, request, tls12_input, tls13_input
 
-SCHEMES = {"p256": [0x0403], "rsa": [0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601]}
-HASHES = {0x0403: hashes.SHA256, 0x0804: hashes.SHA256, 0x0805: hashes.SHA384,
+SCHEMES = {"p256": [0x0403], "p384": [0x0503],
+           "rsa": [0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601]}
+HASHES = {0x0403: hashes.SHA256, 0x0503: hashes.SHA384, 0x0804: hashes.SHA256, 0x0805: hashes.SHA384,
           0x0806: hashes.SHA512, 0x0401: hashes.SHA256, 0x0501: hashes.SHA384,
           0x0601: hashes.SHA512}
 
 
 def verify(pki, name, scheme, signature, data):
     """Check a signature with the web server certificate's public key."""
-    cert = x509.load_pem_x509_certificate(pki.signing[name].cert_chain_pems[0].bytes())
-    public = cert.public_key()
+    public = pki.public_key(name)
     h = HASHES[scheme]()
     if isinstance(public, ec.EllipticCurvePublicKey):
         public.verify(signature, data, ec.ECDSA(h))
