@@ -1,6 +1,7 @@
 """Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--memory [PAIRS]]
 [--rows NAME,...] [--plot FILE.png]``, ``python -m fasttls bench --keyless [--quick]`` (the
-harness is the fasttls.bench package, imported only for ``bench``), and ``python -m fasttls keyserver ...`` (fasttls.keyless, docs/KEYLESS.md)."""
+harness is the fasttls.bench package, imported only for ``bench``), and ``python -m fasttls
+keyserver ...`` (fasttls.keyless, docs/KEYLESS.md)."""
 import argparse
 import sys
 

@@ -19,8 +19,8 @@ from .conftest import ALLOWED_EDGE, request, tls12_input, tls13_input
 SCHEMES = {"p256": [0x0403], "p384": [0x0503],
            "rsa": [0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601]}
 HASHES = {0x0403: hashes.SHA256, 0x0503: hashes.SHA384, 0x0804: hashes.SHA256,
-          0x0805: hashes.SHA384, 0x0806: hashes.SHA512, 0x0401: hashes.SHA256, 0x0501: hashes.SHA384,
-          0x0601: hashes.SHA512}
+          0x0805: hashes.SHA384, 0x0806: hashes.SHA512, 0x0401: hashes.SHA256,
+          0x0501: hashes.SHA384, 0x0601: hashes.SHA512}
 
 
 def verify(pki, name, scheme, signature, data):
