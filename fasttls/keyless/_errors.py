@@ -34,16 +34,12 @@ class KeylessError(SSLError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(ssl.SSL_ERROR_SSL, f"keyless signing failed ({reason}): {message}")
         self.reason = reason
+        self.detail = message
         self.library = "KEYLESS"
 
     def __reduce__(self) -> "tuple[Any, tuple[Any, Any]]":
-        return (_rebuild, (self.reason, self.args[1]))
-
-
-def _rebuild(reason: str, text: str) -> KeylessError:
-    exc = KeylessError(reason, "")
-    exc.args = (ssl.SSL_ERROR_SSL, text)
-    return exc
+        # OSError's own pickling would call __init__ with (errno, text): rebuild from ours.
+        return (type(self), (self.reason, self.detail))
 
 
 KeylessError.__module__ = "fasttls.keyless"

@@ -86,3 +86,15 @@ def test_anything_else_is_refused(data, scheme, why):
     assert reason is not None
     if why:
         assert why in reason
+
+
+def test_keyless_error_is_an_ssl_error_that_pickles():
+    import pickle
+    import ssl
+
+    from fasttls.keyless import KeylessError
+    error = KeylessError("timeout", "no answer within 2 s")
+    assert isinstance(error, ssl.SSLError)
+    assert str(error) == "keyless signing failed (timeout): no answer within 2 s"
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.reason, str(copy)) == ("timeout", str(error))
