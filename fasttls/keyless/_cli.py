@@ -51,6 +51,9 @@ def add_parser(sub: Any) -> None:
                         "in the signing threads), or all inline, or all in threads")
     p.add_argument("--max-pending", type=int, default=4096,
                    help="requests in flight before answering 'overloaded' (default 4096)")
+    p.add_argument("--answer-delay-ms", type=float, default=0.0, metavar="MS",
+                   help="hold every answer back this long: a stand-in for a distant key server "
+                        "in tests and demonstrations (default 0)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -77,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         host, port = args.listen
         server = KeyServer(keys, context, args.allow, host=host, port=port,
                            workers=args.workers, max_pending=args.max_pending,
-                           signing=args.signing)
+                           signing=args.signing, answer_delay=args.answer_delay_ms / 1000)
     except (OSError, SSLError, KeylessError, ValueError) as exc:
         print(f"keyserver: {exc}", file=sys.stderr)
         return 2

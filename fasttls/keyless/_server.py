@@ -50,7 +50,8 @@ class KeyServer:
     requires client certificates (fasttls.keyless.server_context makes one); `allow`: the edge
     identities answered (DNS names / CNs, or "sha256:HEX" fingerprints of their certificates).
     `workers`: signing threads; `max_pending`: requests waiting before OVERLOADED; `signing`:
-    "auto", "inline" or "threads" (see the module's comment).
+    "auto", "inline" or "threads" (see the module's comment); `answer_delay`: seconds to hold
+    every answer back, to stand in for a distant key server in tests and demonstrations.
 
         server = KeyServer(keys, ctx, ["edge1.example"], port=7000)
         await server.start()         # on a running loop; or server.start_thread()
@@ -61,7 +62,7 @@ class KeyServer:
     def __init__(self, keys: Union[KeyStore, Iterable[PrivateKey]], context: Any,
                  allow: Iterable[str], *, host: str = "127.0.0.1", port: int = 0,
                  workers: Optional[int] = None, max_pending: int = 4096,
-                 signing: str = "auto") -> None:
+                 signing: str = "auto", answer_delay: float = 0.0) -> None:
         require_client_certificates(context)
         if signing not in _SIGNING:
             raise ValueError(f"signing={signing!r}: expected one of {', '.join(_SIGNING)}")
@@ -72,6 +73,7 @@ class KeyServer:
         self.allow = AllowList(allow)
         self.host, self.port = host, port
         self.max_pending = max_pending
+        self.answer_delay = answer_delay
         self._inline = _SIGNING[signing]
         self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -284,10 +286,16 @@ class _EdgeConnection(asyncio.Protocol):
 
     def answer(self, request_id: int, status: Status, body: Union[bytes, str] = b"") -> None:
         self.server.stats[status.name] += 1
-        if self.transport is None or self.transport.is_closing():
-            return
         data = body.encode("utf-8") if isinstance(body, str) else body
-        self.transport.write(encode_response(request_id, status, data))
+        frame = encode_response(request_id, status, data)
+        if self.server.answer_delay and request_id != 0:
+            asyncio.get_running_loop().call_later(self.server.answer_delay, self._write, frame)
+        else:
+            self._write(frame)
+
+    def _write(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
 
     def close(self) -> None:
         if self.transport is not None:

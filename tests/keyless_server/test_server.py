@@ -401,3 +401,26 @@ def test_signing_placement_is_checked_and_each_works(pki, make_client):
                 verify(pki, name, scheme, client.sign(request(pki, name, scheme, data)), data)
         finally:
             server.stop_thread()
+
+
+def test_answer_delay_stands_in_for_a_distant_key_server(pki, make_client):
+    server = keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE],
+                               answer_delay=0.05).start_thread()
+    try:
+        client = make_client(server.port)
+        client.sign(request(pki))  # connected
+
+        async def hundred():
+            started = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(
+                *(client.sign_async(request(pki)) for _ in range(100))), 10)
+            return time.monotonic() - started
+
+        elapsed = asyncio.run(hundred())
+        # All 100 wait out the delay together (multiplexed), not one after another (5 s).
+        assert 0.05 <= elapsed < 2.5
+        with pytest.raises(keyless.KeylessError) as info:
+            client.sign(request(pki), 0.01)  # shorter than the delay: times out
+        assert info.value.reason == "timeout"
+    finally:
+        server.stop_thread()
