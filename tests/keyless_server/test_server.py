@@ -193,7 +193,7 @@ def test_spent_budget_is_answered_expired_not_signed(pki, raw_edge):
 
 
 def test_budget_spent_in_the_queue_is_answered_expired(pki):
-    # One signing thread, RSA (a few hundred microseconds at least), 2 ms budgets: requests
+    # One signing thread, RSA (about 0.45 ms each here), 2 ms budgets: requests
     # handled together queue behind each other, and those whose budget ran out in the queue
     # are answered EXPIRED instead of signed. Every request is answered.
     server = keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE],
@@ -208,8 +208,10 @@ def test_budget_spent_in_the_queue_is_answered_expired(pki):
     finally:
         server.stop_thread()
     assert sorted(a.id for a in answers) == list(range(1, 61))
-    statuses = [a.status for a in answers]
-    assert set(statuses) == {p.Status.OK, p.Status.EXPIRED}
+    statuses = {a.status for a in answers}
+    # (Whether the first ones make it depends on thread scheduling; that later ones do not,
+    # on the cost of the signatures before them.)
+    assert p.Status.EXPIRED in statuses and statuses <= {p.Status.OK, p.Status.EXPIRED}
 
 
 def test_overloaded(pki):
