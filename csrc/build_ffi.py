@@ -235,14 +235,14 @@ void ERR_clear_error(void);
 
 VERSION = re.search(r'__version__ = "(.+)"', (HERE.parent / "fasttls" / "_version.py").read_text()).group(1)
 
-ENGINE_SOURCES = ("fasttls_bio.c", "fasttls_conn.c", "fasttls_ctx.c", "fasttls_io.c",
-                  "fasttls_x509.c", "fasttls_sign.c")
+ENGINE_SOURCES = ("fasttls_bio.c", "fasttls_conn.c", "fasttls_ctx.c", "fasttls_hello.c",
+                  "fasttls_io.c", "fasttls_keyless.c", "fasttls_seal.c", "fasttls_sign.c",
+                  "fasttls_x509.c")
 
 ffibuilder = FFI()
 CDEF_CALLBACKS = """
 const char *fasttls_build_version(void);
 static const int FASTTLS_ABI;
-extern "Python+C" int fasttls_on_server_name(fasttls_conn *);
 extern "Python+C" void fasttls_on_message(fasttls_conn *, int, int, int, const void *, size_t);
 extern "Python+C" unsigned int fasttls_on_psk_client(SSL_CTX *, const char *, char *, unsigned int,
                                                     unsigned char *, unsigned int);

@@ -272,6 +272,10 @@ int fasttls_conn_switch_ctx(fasttls_conn *c, SSL_CTX *ctx)
     int ok = 0;
     if (c->ssl == NULL)
         return 0;
+    /* A server switched to a keyless context (by its sni_callback, which runs between handshake
+     * calls) runs the rest of its handshake in a job, like one made from it. */
+    if (SSL_is_server(c->ssl) && fasttls_ctx_is_keyless(ctx) && !fasttls_keyless_prepare(c))
+        return 0;
     if (c->in_step) {
         ok = hold(c, ctx) && SSL_set_SSL_CTX(c->ssl, ctx) == ctx;
     } else {
@@ -333,12 +337,18 @@ static int fasttls_conn_init_inner(fasttls_conn *c, SSL_CTX *ctx, int server)
     c->first_ctx = ctx;
     c->n_locked = c->in_step = c->pha = 0;
     c->lock_io = 1;
+    if (server && fasttls_ctx_is_keyless(ctx) && !fasttls_keyless_prepare(c)) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        return 0;
+    }
     return 1;
 }
 
 void fasttls_conn_release(fasttls_conn *c)
 {
     unlink_live(c);
+    fasttls_keyless_unwind(c); /* SSL_free would leave a paused signing job behind */
     /* A connection dropped without close_notify (the common case: most clients just close)
      * must not evict its session from the server's cache, nor invalidate a client's: OpenSSL
      * does that in SSL_free unless our close_notify counts as sent, so it is marked sent, as
@@ -347,6 +357,7 @@ void fasttls_conn_release(fasttls_conn *c)
     if (c->ssl != NULL)
         SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
     fasttls_io_release(c);
+    fasttls_hello_release(c);
     SSL_free(c->ssl);
     c->ssl = NULL;
     c->first_ctx = NULL;
@@ -441,13 +452,24 @@ static int fasttls_handshake_inner(fasttls_conn *c, const unsigned char *data, s
     if (!begin_step(c))
         status = fail_nomem(c);
     else {
-        r = SSL_do_handshake(c->ssl);
+        r = fasttls_keyless_enter(c) ? SSL_do_handshake(c->ssl) : -1;
+        fasttls_keyless_leave(c);
         if (r == 1) {
             c->lock_io = c->pha;
+            /* Jobs only for the handshake: in one, every read and write would cost ~10%. */
+            if (c->sign != NULL)
+                SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
             clear_stale_errors(); /* a completed handshake may still leave a note behind */
         } else {
             int e = SSL_get_error(c->ssl, r);
-            status = e == SSL_ERROR_WANT_READ ? FASTTLS_WANT_READ : fail(c, e);
+            if (e == SSL_ERROR_WANT_READ)
+                status = FASTTLS_WANT_READ;
+            else if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB)
+                status = FASTTLS_WANT_HELLO; /* see fasttls_hello.c */
+            else if (e == SSL_ERROR_WANT_ASYNC && fasttls_keyless_waiting(c))
+                status = FASTTLS_WANT_SIGN; /* see fasttls_keyless.c */
+            else
+                status = fail(c, e == SSL_ERROR_WANT_ASYNC ? SSL_ERROR_SSL : e);
         }
         release_step(c);
     }

@@ -46,6 +46,7 @@ struct ctx_extra {
     struct identity ids[IDENTITIES_MAX];
     int n_ids;
     int per_connection;
+    int keyless; /* an identity's private key is elsewhere (fasttls_keyless.c) */
 };
 
 static int ctx_extra_index = -1;
@@ -118,28 +119,34 @@ static void keylog_line(const SSL *ssl, const char *line)
     CRYPTO_THREAD_unlock(x->lock);
 }
 
-/* Server-side SNI: the Python layer (an `extern "Python+C"` function of the cffi module) picks
- * the context for the name the client asked for. It runs with the GIL held; its exceptions are
- * kept by the Python side and re-raised after the handshake call returns. */
-int fasttls_on_server_name(fasttls_conn *c);
-
-static int server_name_callback(SSL *ssl, int *alert, void *arg)
+/* Server-side SNI: the Python layer's sni_callback never runs inside the handshake (a keyless
+ * handshake runs on a fibre stack where no Python code may run): the client-hello callback
+ * stops the handshake for it (FASTTLS_HELLO_SNI, fasttls_hello.c), the Python side runs it and
+ * switches the connection's context between two handshake calls. This servername callback only
+ * acknowledges the name to the client, as OpenSSL does when a callback accepts it. */
+static int server_name_ack(SSL *ssl, int *alert, void *arg)
 {
-    fasttls_conn *c = SSL_get_app_data(ssl);
-    int refused;
-    (void)arg;
-    if (c == NULL)
-        return SSL_TLSEXT_ERR_OK;
-    refused = fasttls_on_server_name(c); /* 0 to go on, else the alert to send */
-    if (refused == 0)
-        return SSL_TLSEXT_ERR_OK;
-    *alert = refused;
-    return SSL_TLSEXT_ERR_ALERT_FATAL;
+    (void)ssl, (void)alert, (void)arg;
+    return SSL_TLSEXT_ERR_OK;
 }
 
 void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on)
 {
-    SSL_CTX_set_tlsext_servername_callback(ctx, (on ? server_name_callback : NULL));
+    SSL_CTX_set_tlsext_servername_callback(ctx, (on ? server_name_ack : NULL));
+    fasttls_hello_enable_sni(ctx, on);
+}
+
+void fasttls_ctx_mark_keyless(SSL_CTX *ctx)
+{
+    struct ctx_extra *x = extra(ctx);
+    if (x != NULL)
+        x->keyless = 1;
+}
+
+int fasttls_ctx_is_keyless(SSL_CTX *ctx)
+{
+    struct ctx_extra *x = extra(ctx);
+    return x != NULL && x->keyless;
 }
 
 /* The stdlib's private debugging hook (`SSLContext._msg_callback`): every TLS message and record
@@ -354,20 +361,37 @@ int fasttls_ctx_use_identity(SSL_CTX *ctx, const char *chain_pem, size_t chain_l
                              const char *key_pem, size_t key_len, const char *password,
                              size_t password_len, int how)
 {
-    struct ctx_extra *x = extra(ctx);
-    struct identity id = {NULL, NULL, NULL};
-    int i, type, result = -1;
+    STACK_OF(X509) *chain = NULL;
+    X509 *cert;
+    EVP_PKEY *key;
     ERR_clear_error();
-    id.cert = fasttls_read_chain(chain_pem, chain_len, &id.chain);
-    if (id.cert == NULL)
+    cert = fasttls_read_chain(chain_pem, chain_len, &chain);
+    if (cert == NULL)
         return 0;
-    id.key = fasttls_read_key(key_pem, key_len, password, password_len);
-    if (id.key != NULL && X509_check_private_key(id.cert, id.key) &&
-        SSL_CTX_use_cert_and_key(ctx, id.cert, id.key, explicit_chain(id.chain), 1) &&
+    key = fasttls_read_key(key_pem, key_len, password, password_len);
+    if (key == NULL || !X509_check_private_key(cert, key)) {
+        X509_free(cert);
+        sk_X509_pop_free(chain, X509_free);
+        EVP_PKEY_free(key);
+        return -1;
+    }
+    return fasttls_ctx_install_identity(ctx, cert, chain, key, how);
+}
+
+/* The key type is the certificate's (a keyless key is the provider's, but its type names are
+ * those of the certificate's key). */
+int fasttls_ctx_install_identity(SSL_CTX *ctx, X509 *cert, STACK_OF(X509) *chain, EVP_PKEY *key,
+                                 int how)
+{
+    struct ctx_extra *x = extra(ctx);
+    struct identity id;
+    int i, type, result = -1;
+    id.cert = cert, id.key = key, id.chain = chain;
+    if (SSL_CTX_use_cert_and_key(ctx, id.cert, id.key, explicit_chain(id.chain), 1) &&
         CRYPTO_THREAD_write_lock(x->lock)) {
-        type = EVP_PKEY_base_id(id.key);
+        type = EVP_PKEY_base_id(X509_get0_pubkey(id.cert));
         for (i = 0; i < x->n_ids; i++) {
-            if (EVP_PKEY_base_id(x->ids[i].key) == type)
+            if (EVP_PKEY_base_id(X509_get0_pubkey(x->ids[i].cert)) == type)
                 identity_free(&x->ids[i]);
             else if (how != FASTTLS_IDENTITY_ADD) {
                 identity_free(&x->ids[i]);

@@ -24,6 +24,22 @@
 #define FASTTLS_EOF (-5)        /* recv() returned 0: the transport ended (no close_notify) */
 #define FASTTLS_IO_ERROR (-6)   /* a system call failed: c->io_errno */
 #define FASTTLS_TIMEOUT (-7)    /* timeout_ms elapsed */
+/* The handshake waits for the application (fasttls_hello.c): c->hello_wants says for what. The
+ * next fasttls_handshake / fasttls_handshake_fd call, once it is done, continues. */
+#define FASTTLS_WANT_HELLO (-8)
+/* Keyless (fasttls_keyless.c): the handshake waits for a signature, fasttls_sign_* say of what;
+ * the next fasttls_handshake / fasttls_handshake_fd call, once it is answered or failed,
+ * continues. It must be made on the thread that made the one that returned this. */
+#define FASTTLS_WANT_SIGN (-9)
+/* fasttls_sign_answer's results. */
+#define FASTTLS_SIGN_OK 1
+#define FASTTLS_SIGN_NONE 0             /* no signature was asked for */
+#define FASTTLS_SIGN_BAD_LENGTH (-1)    /* the request is failed: wrong signature length */
+#define FASTTLS_SIGN_BAD_SIGNATURE (-2) /* the request is failed: it does not verify */
+
+/* What a server's client-hello callback stopped the handshake for (c->hello_wants bits). */
+#define FASTTLS_HELLO_SESSION 0x1  /* look up session_key in the shared session store */
+#define FASTTLS_HELLO_SNI 0x2      /* run the sni_callback for hello_name (fasttls_conn_sni_done) */
 
 typedef struct fasttls_conn {
     SSL *ssl;
@@ -45,6 +61,15 @@ typedef struct fasttls_conn {
     size_t held_len;
     /* The errno of the system call behind the last FASTTLS_IO_ERROR. */
     int io_errno;
+    /* After FASTTLS_WANT_HELLO: what the application must do before the next handshake call
+     * (FASTTLS_HELLO_* bits; each is cleared by the call that hands its answer in). */
+    unsigned int hello_wants;
+    /* FASTTLS_HELLO_SESSION: the key to look up (a TLS 1.2 session ID, or a TLS 1.3 stateful
+     * ticket's PSK identity, which is the session ID of the session it names). */
+    unsigned char session_key[32];
+    size_t session_key_len;
+    /* FASTTLS_HELLO_SNI: the server name the client asked for ("" if none). */
+    char hello_name[256];
     /* Private. */
     size_t out_cap, plain_cap;
     const unsigned char *in_ptr;  /* input being consumed during one call */
@@ -71,6 +96,15 @@ typedef struct fasttls_conn {
      * and its place in the list of live connections that fasttls_quiesce looks through. */
     int busy, live;
     struct fasttls_conn *live_prev, *live_next;
+    /* The client-hello callback (fasttls_hello.c): the FASTTLS_HELLO_* work already done for
+     * this handshake, the session handed in for the lookup, and the sessions OpenSSL made
+     * (serialised) for the application to store. */
+    unsigned int hello_done;
+    SSL_SESSION *found_session;
+    struct fasttls_new_session *new_sessions;
+    int hello_alert;              /* the sni_callback refused: the alert to fail with */
+    /* Keyless (fasttls_keyless.c): the signing request of a connection of a keyless context. */
+    struct fasttls_sign *sign;
 } fasttls_conn;
 
 int fasttls_init(void);
@@ -139,7 +173,7 @@ void fasttls_conn_release_buffers(fasttls_conn *c);
  * still unsent (0: all went), or ERROR, IO_ERROR, TIMEOUT. len == 0: only flush.
  * fasttls_handshake_fd: handshake steps doing their own I/O until done, or until the socket
  * would block (timeout_ms == 0) or the deadline: OK, WANT_READ, WANT_WRITE, ERROR, EOF,
- * IO_ERROR, TIMEOUT.
+ * IO_ERROR, TIMEOUT, WANT_HELLO (the application's turn: see c->hello_wants), WANT_SIGN.
  * fasttls_conn_enable_duplex: one reader and one writer thread may then use these on one
  * connection at once; other calls on it go between fasttls_conn_lock and fasttls_conn_unlock. */
 ptrdiff_t fasttls_recv(fasttls_conn *c, int fd, int timeout_ms);
@@ -157,6 +191,50 @@ void fasttls_conn_unlock(fasttls_conn *c);
 #define FASTTLS_LOOK (-16)
 ptrdiff_t fasttls_py_read(fasttls_conn *c, const unsigned char *data, size_t len);
 ptrdiff_t fasttls_py_write(fasttls_conn *c, const unsigned char *data, size_t len);
+
+/* The client-hello callback and the shared session store (fasttls_hello.c).
+ * fasttls_ctx_enable_session_store: server contexts look sessions up in, and give new ones to,
+ * the application (no internal cache, no stateless tickets: TLS 1.3 tickets are stateful).
+ * fasttls_conn_hand_in_session: the answer to FASTTLS_HELLO_SESSION, a serialised session or
+ * NULL for "not found": 1 taken, 0 refused (unreadable, or not the session asked for: then
+ * treated as not found). fasttls_conn_new_session: the i-th session made since the last
+ * fasttls_conn_clear_new_sessions (0 past the last): its ID, its DER and its timeout (s). */
+int fasttls_ctx_enable_session_store(SSL_CTX *ctx, int on);
+int fasttls_conn_hand_in_session(fasttls_conn *c, const unsigned char *der, size_t len);
+int fasttls_conn_new_session(fasttls_conn *c, int i, const unsigned char **id, size_t *id_len,
+                             const unsigned char **der, size_t *der_len, long *timeout);
+void fasttls_conn_clear_new_sessions(fasttls_conn *c);
+/* The answer to FASTTLS_HELLO_SNI (the connection switched context already, if it had to):
+ * 0 to go on, else the alert the handshake fails with. */
+void fasttls_conn_sni_done(fasttls_conn *c, int alert);
+
+/* Keyless (fasttls_keyless.c). fasttls_ctx_use_keyless: a certificate chain (PEM) whose
+ * private key is elsewhere, as fasttls_ctx_use_identity takes one with its key (same results).
+ * After FASTTLS_WANT_SIGN: the message to sign, the TLS SignatureScheme, the key id (SHA-256 of
+ * the certificate's SubjectPublicKeyInfo, 32 bytes); then either fasttls_sign_answer (checked
+ * against the certificate: FASTTLS_SIGN_*) or fasttls_sign_fail. */
+int fasttls_ctx_use_keyless(SSL_CTX *ctx, const char *chain_pem, size_t chain_len, int how);
+int fasttls_ctx_is_keyless(SSL_CTX *ctx);
+const unsigned char *fasttls_sign_data(fasttls_conn *c, size_t *len);
+int fasttls_sign_scheme(fasttls_conn *c);
+const unsigned char *fasttls_sign_key_id(fasttls_conn *c);
+int fasttls_sign_answer(fasttls_conn *c, const unsigned char *sig, size_t len);
+void fasttls_sign_fail(fasttls_conn *c);
+
+/* Sealing session blobs with AES-256-GCM (fasttls_seal.c). A key is 32 bytes, copied into
+ * memory of its own and wiped by fasttls_seal_key_free. fasttls_seal writes header | nonce |
+ * ciphertext | tag (fasttls_sealed_size bytes) authenticating header and aad too; fasttls_unseal
+ * returns the plaintext length, or -1 if the blob is not authentic under the key. */
+typedef struct fasttls_seal_key fasttls_seal_key;
+fasttls_seal_key *fasttls_seal_key_new(const unsigned char *secret, size_t len);
+void fasttls_seal_key_free(fasttls_seal_key *k);
+size_t fasttls_sealed_size(size_t header_len, size_t plain_len);
+ptrdiff_t fasttls_seal(const fasttls_seal_key *k, const unsigned char *header, size_t header_len,
+                       const unsigned char *aad, size_t aad_len, const unsigned char *plain,
+                       size_t len, unsigned char *out);
+ptrdiff_t fasttls_unseal(const fasttls_seal_key *k, const unsigned char *sealed, size_t len,
+                         size_t header_len, const unsigned char *aad, size_t aad_len,
+                         unsigned char *out);
 
 int fasttls_make_self_signed(const char *hostname, char **cert_pem, size_t *cert_len,
                              char **key_pem, size_t *key_len);
@@ -184,8 +262,8 @@ int fasttls_x509_uri(X509 *x, int which, int i, unsigned char **value);
  * NULL with the cause on the error queue. The key ids are SHA-256 of the SubjectPublicKeyInfo
  * DER (32 bytes into `out`); fasttls_cert_key_id takes the first certificate of a PEM buffer.
  * fasttls_key_sign signs `data` (the whole message: it hashes) for a TLS SignatureScheme:
- * the signature's length, or FASTTLS_SIGN_BAD_SCHEME (the scheme is unknown or does not fit the
- * key), FASTTLS_SIGN_SHORT_BUFFER (sig_cap < fasttls_key_max_signature), FASTTLS_ERROR (the
+ * the signature's length, or FASTTLS_KEY_BAD_SCHEME (the scheme is unknown or does not fit the
+ * key), FASTTLS_KEY_SHORT_BUFFER (sig_cap < fasttls_key_max_signature), FASTTLS_ERROR (the
  * cause on the error queue). A loaded key may sign on several threads at once. */
 #define FASTTLS_KEY_UNSUPPORTED 0
 #define FASTTLS_KEY_P256 1
@@ -199,8 +277,8 @@ int fasttls_x509_uri(X509 *x, int which, int i, unsigned char **value);
 #define FASTTLS_SCHEME_RSA_PSS_RSAE_SHA256 0x0804
 #define FASTTLS_SCHEME_RSA_PSS_RSAE_SHA384 0x0805
 #define FASTTLS_SCHEME_RSA_PSS_RSAE_SHA512 0x0806
-#define FASTTLS_SIGN_BAD_SCHEME (-20)
-#define FASTTLS_SIGN_SHORT_BUFFER (-21)
+#define FASTTLS_KEY_BAD_SCHEME (-20)
+#define FASTTLS_KEY_SHORT_BUFFER (-21)
 EVP_PKEY *fasttls_key_load(const char *pem, size_t len, const char *password, size_t password_len);
 void fasttls_key_free(EVP_PKEY *key);
 int fasttls_key_type(EVP_PKEY *key);

@@ -7,6 +7,9 @@
  *   fasttls_ctx.c   library init, contexts: configuration, locks, callbacks, identities
  *   fasttls_x509.c  certificates and keys: parsing, trust stores, decoding, self-signed
  *   fasttls_io.c    socket I/O inside the engine: recv+decrypt, encrypt+send, handshake
+ *   fasttls_hello.c the client-hello callback (handshake pauses), the shared session store
+ *   fasttls_seal.c  sealing session blobs (AES-256-GCM) for the shared store
+ *   fasttls_keyless.c keyless: the provider of opaque keys, the handshake's signing pause
  *   fasttls_sign.c  signing with a key held in this process (the keyless key server) */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
@@ -59,11 +62,36 @@ FASTTLS_INTERNAL int fasttls_keep_rest(fasttls_conn *c);
 /* Called by fasttls_conn_release: the duplex mutex, if any. */
 FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 
+/* ---- fasttls_hello.c ---- */
+
+/* Called by fasttls_conn_release: the sessions held for the application. */
+FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
+/* The sni_callback runs between handshake calls (FASTTLS_HELLO_SNI) on this context. */
+FASTTLS_INTERNAL int fasttls_hello_enable_sni(SSL_CTX *ctx, int on);
+
+/* ---- fasttls_keyless.c ---- */
+
+/* A connection of a keyless context: SSL_MODE_ASYNC and room for its request (0: no memory). */
+FASTTLS_INTERNAL int fasttls_keyless_prepare(fasttls_conn *c);
+/* Around SSL_do_handshake: the connection the signature finds; enter refuses (0, error
+ * queued) a resume on another thread than the paused job's. */
+FASTTLS_INTERNAL int fasttls_keyless_enter(fasttls_conn *c);
+FASTTLS_INTERNAL void fasttls_keyless_leave(fasttls_conn *c);
+/* A signing request waits for its answer. */
+FASTTLS_INTERNAL int fasttls_keyless_waiting(fasttls_conn *c);
+/* Called by fasttls_conn_release before SSL_free: ends a paused job. */
+FASTTLS_INTERNAL void fasttls_keyless_unwind(fasttls_conn *c);
+
 /* ---- fasttls_ctx.c ---- */
 
 /* The readers-writer lock guarding a context's configuration (NULL for a context that
  * fasttls_ctx_new did not make). */
 FASTTLS_INTERNAL CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx);
+/* Install an identity already read (ownership of all three passes), as fasttls_ctx_use_identity
+ * does; and mark a context keyless (its connections handshake with SSL_MODE_ASYNC). */
+FASTTLS_INTERNAL int fasttls_ctx_install_identity(SSL_CTX *ctx, X509 *cert, STACK_OF(X509) *chain,
+                                                  EVP_PKEY *key, int how);
+FASTTLS_INTERNAL void fasttls_ctx_mark_keyless(SSL_CTX *ctx);
 
 /* ---- fasttls_x509.c ---- */
 

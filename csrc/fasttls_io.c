@@ -420,6 +420,8 @@ int fasttls_handshake_fd(fasttls_conn *c, int fd, int timeout_ms)
         if (step == FASTTLS_ERROR)
             return step;
         status = flush(c, fd, timeout_ms, deadline, &left);
+        if (step == FASTTLS_WANT_HELLO || step == FASTTLS_WANT_SIGN) /* the application's turn */
+            return status != FASTTLS_OK ? status : step;
         if (step == FASTTLS_OK) {
             /* Done. A TLS 1.3 client that closes right after its Finished never reads the
              * server's tickets; OpenSSL tolerates EPIPE on them too: the next read reports

@@ -161,10 +161,10 @@ ptrdiff_t fasttls_key_sign(EVP_PKEY *key, int scheme, const unsigned char *data,
     size_t sig_len = sig_cap;
     int ok;
     if (!fasttls_key_fits_scheme(key, scheme))
-        return FASTTLS_SIGN_BAD_SCHEME;
+        return FASTTLS_KEY_BAD_SCHEME;
     lookup_scheme(scheme, &s);
     if (sig_cap < fasttls_key_max_signature(key))
-        return FASTTLS_SIGN_SHORT_BUFFER;
+        return FASTTLS_KEY_SHORT_BUFFER;
     if ((mctx = EVP_MD_CTX_new()) == NULL)
         return FASTTLS_ERROR;
     ok = EVP_DigestSignInit(mctx, &pctx, s.md(), NULL, key) > 0;

@@ -5,7 +5,10 @@ The sans-IO API (`newctx`, `newtls`) and socket helpers in the style of skynet's
 from fasttls._binding import OPENSSL_VERSION
 from fasttls._context import Context, newctx
 from fasttls.stdlib import SSLContext, create_default_context, extract_from_ssl, inject_into_ssl
-from fasttls._errors import SSLCertVerificationError, SSLEOFError, SSLError, SSLZeroReturnError
+from fasttls._errors import (KeylessError, SSLCertVerificationError, SSLEOFError, SSLError,
+                             SSLZeroReturnError)
+from fasttls._pause import HandshakePause
+from fasttls._signing import Signer, SigningRequest
 from fasttls._tls import TLS, Session, State, newtls, socket_timeout_ms
 from fasttls._version import __version__
 from fasttls.helpers import (
@@ -20,8 +23,12 @@ from fasttls.helpers import (
 __all__ = [
     "OPENSSL_VERSION",
     "Context",
+    "HandshakePause",
+    "KeylessError",
     "SSLContext",
     "Session",
+    "Signer",
+    "SigningRequest",
     "State",
     "SSLCertVerificationError",
     "SSLEOFError",

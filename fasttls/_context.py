@@ -314,7 +314,8 @@ class Context:
     __slots__ = ("_ctx", "_lock", "_verify_mode", "_check_hostname", "_check_common_name",
                  "_ca_loaded", "_store_shared", "_keylog_filename", "_alpn_protocols",
                  "_sni_callback", "_groups", "_system_store_by_default", "_psk_client_callback",
-                 "_psk_server_callback", "__weakref__")
+                 "_psk_server_callback", "_session_store", "_session_store_saver", "_signer",
+                 "_message_hook_on", "__weakref__")
 
     def __init__(self) -> None:
         ctx = lib.fasttls_ctx_new()
@@ -337,6 +338,10 @@ class Context:
         self._system_store_by_default = True
         self._psk_client_callback: Optional[Callable] = None
         self._psk_server_callback: Optional[Callable] = None
+        self._session_store: Any = None  # a fasttls.store.SessionStore: see set_session_store
+        self._session_store_saver: Any = None
+        self._signer: Any = None  # a fasttls._signing.Signer: see set_keyless_cert
+        self._message_hook_on = False
 
     # ---- certificates and keys ----
 
@@ -378,6 +383,61 @@ class Context:
                 "no key, a bad key, or an encrypted key without a password")
             raise error_from_queue(f"cannot load the private key ({reason}), or it does not "
                                    "match the certificate")
+
+    @_locked
+    def set_keyless_cert(self, cert: PathOrPEM, signer, *, paths_only: bool = False) -> None:
+        """Keyless: serve this certificate chain (leaf first; a file path or PEM bytes, no
+        key) with a private key that is not in this process. The handshake's signature is
+        asked of `signer` (a `fasttls.Signer`: `sign(request, timeout)` and `async
+        sign_async(request)`, e.g. a key server's `fasttls.keyless.KeylessClient`) between
+        handshake calls (`TLS.pause`, a `SigningRequest`), never inside one. EC (P-256, P-384)
+        and RSA keys; RSA key exchange is never offered. Replaces the identities loaded
+        before, like set_cert. Server side only; no Python callback may run inside a keyless
+        handshake, so TLS-PSK and the message hook are refused on such a context (the
+        sni_callback runs between handshake calls and is fine)."""
+        if signer is None or not all(callable(getattr(signer, name, None))
+                                     for name in ("sign", "sign_async")):
+            raise TypeError("signer must implement fasttls.Signer (sign and sign_async)")
+        self._signer = signer  # first: the check below looks at it
+        try:
+            self._check_keyless_compatible("set_keyless_cert")
+        except ValueError:
+            self._signer = None
+            raise
+        chain = _read_pem(cert, paths_only)
+        _check_length("the certificate chain", chain)
+        result = lib.fasttls_ctx_use_keyless(self._ctx, chain, len(chain),
+                                             lib.FASTTLS_IDENTITY_REPLACE)
+        if result == 0:
+            raise error_from_queue("cannot load the keyless certificate chain")
+        if result < 0:
+            raise error_from_queue("cannot serve this certificate keyless (EC and RSA keys "
+                                   "only)")
+        # RSA key exchange would need the key server to decrypt: never offered.
+        lib.SSL_CTX_set_cipher_list(self._ctx, self._keyless_ciphers().encode())
+
+    def _keyless_ciphers(self) -> str:
+        """The TLS 1.2 suites configured, less RSA key exchange (the lock is held)."""
+        names = []
+        for i in range(lib.fasttls_ctx_cipher_count(self._ctx)):
+            c = lib.fasttls_ctx_cipher(self._ctx, i)
+            if (_nid_name(lib.SSL_CIPHER_get_kx_nid(c)) != "kx-rsa"
+                    and ffi.string(lib.SSL_CIPHER_get_version(c)) != b"TLSv1.3"):
+                names.append(ffi.string(lib.SSL_CIPHER_get_name(c)).decode())
+        return ":".join(names) or "DEFAULT:!kRSA"
+
+    @property
+    def signer(self):
+        """The keyless signer (set_keyless_cert), or None."""
+        return self._signer
+
+    def _check_keyless_compatible(self, what: str) -> None:
+        """No Python code may run inside a keyless handshake (its stack is a 32 KiB fibre)."""
+        if self._psk_server_callback is not None or self._psk_client_callback is not None:
+            raise ValueError(f"{what}: TLS-PSK callbacks cannot run in a keyless handshake")
+        if self._message_hook_on:
+            raise ValueError(f"{what}: the message hook (_msg_callback) cannot run in a "
+                             "keyless handshake")
 
     @_locked
     def load_dh_params(self, path: Union[str, bytes, "os.PathLike[str]"]) -> None:
@@ -776,6 +836,8 @@ class Context:
         client's identity (b"" to refuse it); `identity_hint` is sent to TLS 1.2 clients."""
         if callback is not None and not callable(callback):
             raise TypeError("callback must be callable")
+        if callback is not None and self._signer is not None:
+            raise ValueError("TLS-PSK callbacks cannot run in a keyless handshake")
         hint = identity_hint.encode("utf-8") if identity_hint is not None else ffi.NULL
         if not lib.fasttls_ctx_enable_psk_server(self._ctx, callback is not None, hint):
             raise error_from_queue("Failed to set identity hint")
@@ -808,6 +870,34 @@ class Context:
         self._sni_callback = callback
         lib.fasttls_ctx_enable_sni_callback(self._ctx, callback is not None)
 
+    # ---- the shared session store ----
+
+    @_locked
+    def set_session_store(self, store) -> None:
+        """Server side: keep sessions in `store` (a `fasttls.store.SessionStore`, e.g. a
+        RedisStore shared by a fleet) instead of this process's cache, so a client resumes on
+        whichever server it reaches: TLS 1.2 by session ID, TLS 1.3 by stateful tickets
+        (stateless tickets are turned off). The lookup happens between handshake calls
+        (`TLS.pause`), never inside one; new sessions are written after the handshake without
+        holding it up. A store that fails or is slow means a full handshake, never a failed
+        one. None: back to the in-process cache and stateless tickets."""
+        from fasttls.store._saver import SessionSaver  # the store package only when used
+        if store is not None and not all(
+                callable(getattr(store, name, None)) for name in ("get", "set", "get_async")):
+            raise TypeError("the session store must implement fasttls.store.SessionStore")
+        old = self._session_store_saver
+        if not lib.fasttls_ctx_enable_session_store(self._ctx, store is not None):
+            raise MemoryError("cannot enable the session store")
+        self._session_store = store
+        self._session_store_saver = SessionSaver(store) if store is not None else None
+        if old is not None:
+            old.close()
+
+    @property
+    def session_store(self):
+        """The store set by set_session_store(), or None."""
+        return self._session_store
+
     # ---- diagnostics ----
 
     @_locked
@@ -816,7 +906,11 @@ class Context:
         _watch_messages (the stdlib drop-in's private _msg_callback). Debugging only: a Python
         call per message and record, inside handshake steps (under this context's read lock:
         the hook must not change the context)."""
+        if on and self._signer is not None:
+            raise ValueError("the message hook (_msg_callback) cannot run in a keyless "
+                             "handshake")
         lib.fasttls_ctx_enable_msg_callback(self._ctx, bool(on))
+        self._message_hook_on = bool(on)
 
     @staticmethod
     def _watch_messages(tls, hook: Callable[[bool, int, int, bytes], None]) -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "SSLCertVerificationError",
     "SSLZeroReturnError",
     "SSLEOFError",
+    "KeylessError",
     "error_from_conn",
     "error_from_queue",
     "report_unraisable",
@@ -53,7 +54,22 @@ class SSLEOFError(SSLError, ssl.SSLEOFError):
     """The transport ended without close_notify: the data may have been truncated."""
 
 
-for _cls in (SSLError, SSLCertVerificationError, SSLZeroReturnError, SSLEOFError):
+class KeylessError(SSLError):
+    """A keyless signature could not be had (fasttls._signing): the signer failed, timed out,
+    refused, or answered with a signature that does not verify. `reason` names the cause
+    ("TIMEOUT", "SIGNER_ERROR", "BAD_SIGNATURE", "WRONG_SIGNATURE_LENGTH", "RELEASED", or a
+    signer's own, e.g. a key server's "UNKNOWN_KEY_ID"). Raised by a Signer, and by the
+    handshake that could not be completed for it (then with `alert`, the internal_error alert
+    for the client, as for any handshake failure)."""
+
+    library = "KEYLESS"
+
+    def __init__(self, message: str, reason: str = "SIGNER_ERROR") -> None:
+        super().__init__(ssl.SSL_ERROR_SSL, message)
+        self.reason = reason
+
+
+for _cls in (SSLError, SSLCertVerificationError, SSLZeroReturnError, SSLEOFError, KeylessError):
     _cls.__module__ = "fasttls"  # tracebacks show fasttls.SSLError, the public name
 
 _LIBRARY_NAMES = {

@@ -44,6 +44,7 @@ import os
 import socket
 import ssl
 import sys
+import threading
 import weakref
 from typing import Any, Optional, Union
 
@@ -51,8 +52,9 @@ from fasttls._binding import ffi, lib
 from fasttls._certificate import Certificate
 from fasttls._certinfo import certificate_der, certificate_dict
 from fasttls._context import Context
-from fasttls._errors import (SSLError, SSLZeroReturnError, error_from_conn, error_from_queue,
+from fasttls._errors import (KeylessError, SSLError, SSLZeroReturnError, error_from_conn, error_from_queue,
                              transport_eof)
+from fasttls._pause import HandshakePause
 
 __all__ = ["TLS", "Session", "newtls", "socket_timeout_ms"]
 
@@ -77,6 +79,10 @@ _WANT_WRITE = lib.FASTTLS_WANT_WRITE
 _EOF = lib.FASTTLS_EOF
 _IO_ERROR = lib.FASTTLS_IO_ERROR
 _TIMEOUT = lib.FASTTLS_TIMEOUT
+_WANT_HELLO = lib.FASTTLS_WANT_HELLO
+_HELLO_SESSION = lib.FASTTLS_HELLO_SESSION
+_HELLO_SNI = lib.FASTTLS_HELLO_SNI
+_WANT_SIGN = lib.FASTTLS_WANT_SIGN
 
 # Input: bytes go to C as they are (no copy); other buffers through ffi.from_buffer (no copy).
 # _release_input: an operation that raises drops its from_buffer cdata first. The exception's
@@ -84,12 +90,6 @@ _TIMEOUT = lib.FASTTLS_TIMEOUT
 # of the caller's memoryview; in that cycle the garbage collector may clear the memoryview
 # before the cdata releases it, and the release then touches freed memory (a crash).
 Buffer = Union[bytes, bytearray, memoryview]
-
-
-# Server connections whose context has an sni_callback, by engine address, for the callback:
-# listed by their handshake steps (a WeakValueDictionary entry costs ~0.6 us a connection, for
-# the servers without a callback, most of them, for nothing).
-_servers_by_conn: "weakref.WeakValueDictionary[int, TLS]" = weakref.WeakValueDictionary()
 
 
 def _is_ip_address(name: str) -> bool:
@@ -127,34 +127,6 @@ def _address(conn) -> int:
 
 
 _ALERT_INTERNAL_ERROR = 80
-
-
-@ffi.def_extern()
-def fasttls_on_server_name(conn):
-    """The engine's SNI hook (GIL held, inside handshake()): run the context's sni_callback.
-    Returns 0 to go on, else the alert to send; an exception is kept for handshake()."""
-    tls = _servers_by_conn.get(_address(conn))
-    if tls is None:
-        return 0
-    callback = tls._context.sni_callback
-    if callback is None:
-        return 0
-    raw = lib.fasttls_conn_server_name(conn)
-    name = ffi.string(raw).decode("ascii", "replace") if raw != ffi.NULL else None
-    try:
-        chosen = callback(tls, name)
-        if chosen is None:
-            return 0
-        if isinstance(chosen, int) and not isinstance(chosen, bool):
-            return chosen if 0 < chosen < 256 else _ALERT_INTERNAL_ERROR  # an alert, refused
-        if not isinstance(chosen, Context):
-            raise TypeError(f"sni_callback must return a Context, an alert number or None, "
-                            f"not {chosen!r}")
-        tls.set_context(chosen)  # all of its settings, its verify mode included
-    except BaseException as exc:  # re-raised by handshake(); never across the C frames
-        tls._callback_error = exc
-        return _ALERT_INTERNAL_ERROR
-    return 0
 
 
 class State(enum.Enum):
@@ -224,7 +196,8 @@ class TLS:
     __slots__ = ("_conn", "_context", "_server", "_hostname", "_state", "_started", "_done",
                  "_readable", "_writable", "_buffer", "_offset", "_pending_error",
                  "_eof_returned", "_callback_error", "_post_handshake_auth", "_owner", "transport",
-                 "_release", "_plain", "_out", "_read_output", "_sni_listed", "__weakref__")
+                 "_release", "_plain", "_out", "_read_output", "_pause", "_sign_error", "_sign_thread",
+                 "__weakref__")
 
     def __init__(self, method: str, ctx: Context, hostname: Optional[str] = None,
                  session: Optional[Session] = None) -> None:
@@ -244,7 +217,9 @@ class TLS:
         self._conn = conn
         self._release = ffi.gc(conn, lib.fasttls_conn_release)
         self._callback_error: Optional[BaseException] = None
-        self._sni_listed = False
+        self._sign_error: Optional[BaseException] = None  # a failed SigningRequest's
+        self._sign_thread: Optional[int] = None  # where a signing pause must be continued
+        self._pause: Optional[HandshakePause] = None
         self._context = ctx  # the SSL holds the SSL_CTX; this keeps the Python side too
         self._hostname: Optional[str] = None
         self._state = State.HANDSHAKING
@@ -335,6 +310,9 @@ class TLS:
             return
         if not self._server:
             ctx._prepare_client()
+        if self._server and ctx._signer is not None:
+            self._context._check_keyless_compatible("an sni_callback switching to a keyless "
+                                                    "context")
         if not lib.fasttls_conn_switch_ctx(self._conn, ctx._ctx):  # locks `ctx` itself
             lib.ERR_clear_error()
             raise SSLError(ssl.SSL_ERROR_SSL, "cannot switch the connection to another context")
@@ -394,14 +372,70 @@ class TLS:
             data = ffi.from_buffer(data)
         status = lib.fasttls_handshake(self._conn, data, len(data))
         del data  # see _release_input
+        while status == _WANT_HELLO and self._conn.hello_wants & _HELLO_SNI:
+            self._run_sni_callback()
+            status = lib.fasttls_handshake(self._conn, b"", 0)
         if status == _ERROR:
             raise self._handshake_failure()
         if status == _OK:
-            self._done = True
-            self._set_state(State.OPEN)
+            self._handshake_done()
             if self._conn.held_len:
                 self._readable = False  # ciphertext came with the last flight: see _read_buffered
+        elif status == _WANT_HELLO:
+            self._pause = self._paused()
+        elif status == _WANT_SIGN:
+            self._pause = self._signing_request()
         return self._take_output()
+
+    @property
+    def pause(self) -> Optional[HandshakePause]:
+        """What the handshake waits for, the application's work rather than the peer's (a server's
+        session lookup in a shared store: a `fasttls.store.SessionLookup`), or None. The last
+        handshake call returned with the handshake still running (`handshake()` with whatever
+        is to be sent, `handshake_on()` False); resolve it (`resolve(timeout)` or `await
+        resolve_async()`, see fasttls._pause) and call the handshake again."""
+        return self._pause
+
+    def _paused(self) -> Optional[HandshakePause]:
+        """The pause for the engine's FASTTLS_WANT_HELLO: what the client-hello callback asks."""
+        wants = self._conn.hello_wants
+        if wants & _HELLO_SESSION:
+            from fasttls.store._lookup import SessionLookup  # only servers with a store get here
+            return SessionLookup(self, self._context._session_store)
+        raise SSLError(ssl.SSL_ERROR_SSL, f"the handshake paused for unknown work {wants:#x}")
+
+    def _signing_request(self) -> HandshakePause:
+        from fasttls._signing import SigningRequest  # only keyless servers get here
+        self._sign_thread = threading.get_ident()
+        return SigningRequest(self, self._context._signer)
+
+    def _run_sni_callback(self) -> None:
+        """FASTTLS_HELLO_SNI: the context's sni_callback, between two handshake calls (never
+        inside one: see fasttls_hello.c). Its answer goes to the engine: go on (maybe from the
+        Context it chose), or fail with an alert; its exception is kept for handshake()."""
+        conn = self._conn
+        alert = 0
+        callback = self._context.sni_callback
+        name = ffi.string(conn.hello_name).decode("ascii", "replace") or None
+        try:
+            chosen = callback(self, name) if callback is not None else None
+            if isinstance(chosen, int) and not isinstance(chosen, bool):
+                alert = chosen if 0 < chosen < 256 else _ALERT_INTERNAL_ERROR  # refused
+            elif chosen is not None:
+                if not isinstance(chosen, Context):
+                    raise TypeError(f"sni_callback must return a Context, an alert number or "
+                                    f"None, not {chosen!r}")
+                self.set_context(chosen)  # all of its settings, its verify mode included
+        except BaseException as exc:  # re-raised by the handshake call, with the alert
+            self._callback_error = exc
+            alert = _ALERT_INTERNAL_ERROR
+        lib.fasttls_conn_sni_done(conn, alert)
+
+    def _handshake_done(self) -> None:
+        self._done = True
+        self._set_state(State.OPEN)
+        if self._context._session_store is not None:
+            self._context._session_store_saver.save(self)
 
     def finished(self) -> bool:
         """The handshake completed (also after the connection closed or broke later)."""
@@ -586,17 +620,22 @@ class TLS:
     # ---- internals ----
 
     def _before_step(self) -> None:
-        """Before a handshake step: the first one's checks; a server whose context has an
-        sni_callback (now: it may be set after the connection was made) is listed for it."""
+        """Before a handshake step: the first one's checks; a signing pause (an OpenSSL job)
+        continues only on the thread that started it (the engine refuses too, as a failure)."""
+        if self._sign_thread is not None:
+            if self._sign_thread != threading.get_ident():
+                raise SSLError(ssl.SSL_ERROR_SSL, "a keyless handshake must be continued on "
+                               "the thread that started it")
+            self._sign_thread = None
+        self._pause = None  # resolved (else the engine pauses again, with a new one)
         if not self._started:
             self._check_start()
             self._started = True
-        if self._server and not self._sni_listed and self._context._sni_callback is not None:
-            _servers_by_conn[_address(self._conn)] = self  # for fasttls_on_server_name
-            self._sni_listed = True
 
     def _check_start(self) -> None:
         ctx = self._context
+        if self._server and ctx._signer is not None:
+            ctx._check_keyless_compatible("a keyless context")
         if (not self._server and self._hostname is None and ctx.check_hostname
                 and ctx._openssl_verify_mode(False) != lib.SSL_VERIFY_NONE):
             raise ValueError("check_hostname requires server_hostname: pass newtls(..., "
@@ -623,6 +662,13 @@ class TLS:
         """What a failed handshake step raises: the error, or an sni_callback's own exception
         carrying the alert still to be sent."""
         error = self._failure()
+        if self._sign_error is not None:
+            sign_error, self._sign_error = self._sign_error, None
+            failure = KeylessError(f"the handshake failed: {sign_error.args[-1]}",
+                                   getattr(sign_error, "reason", None) or "SIGNER_ERROR")
+            failure.alert = error.alert
+            failure.__cause__ = sign_error
+            return failure
         if self._callback_error is None:
             return error
         callback_error, self._callback_error = self._callback_error, None
@@ -733,8 +779,9 @@ class TLS:
 
     def handshake_on(self, fd: int, timeout_ms: int = 0) -> bool:
         """Run the handshake over `fd`: True once done; False if the socket would block (only
-        with timeout_ms == 0; `wants_write` says which way). Raises as handshake() does, and as
-        recv_from() for the socket (a transport EOF: SSLEOFError)."""
+        with timeout_ms == 0; `wants_write` says which way) or the handshake waits for the
+        application (`pause` is set: resolve it, then call this again). Raises as handshake()
+        does, and as recv_from() for the socket (a transport EOF: SSLEOFError)."""
         if self._state is not State.HANDSHAKING:
             self._check_handshake_over()
             return True
@@ -742,10 +789,18 @@ class TLS:
         while True:
             status = lib.fasttls_handshake_fd(self._conn, fd, timeout_ms)
             if status == _OK:
-                self._done = True
-                self._set_state(State.OPEN)
+                self._handshake_done()
                 return True
             if status == _WANT_READ or status == _WANT_WRITE:
+                return False
+            if status == _WANT_HELLO and self._conn.hello_wants & _HELLO_SNI:
+                self._run_sni_callback()
+                continue
+            if status == _WANT_HELLO:
+                self._pause = self._paused()
+                return False
+            if status == _WANT_SIGN:
+                self._pause = self._signing_request()
                 return False
             if status == _ERROR:
                 raise self._handshake_failure()

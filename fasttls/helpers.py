@@ -56,15 +56,26 @@ def _eof(message: str, truncated: bool = True) -> SSLEOFError:
     return exc
 
 
+def pause_timeout(sock: socket.socket) -> Optional[float]:
+    """How long resolving a handshake pause may block: the socket's timeout; for a blocking or
+    non-blocking socket, the bound of the work itself (the store's or signer's own timeout)."""
+    timeout = sock.gettimeout()
+    return timeout if timeout else None
+
+
 def _handshake(tls: TLS) -> None:
     """The whole handshake in the engine, which sends every flight itself (the one completing
-    the handshake and TLS 1.3 session tickets included)."""
+    the handshake and TLS 1.3 session tickets included). A handshake that waits for the
+    application (`tls.pause`: a session lookup, a signature) is resolved here, blocking."""
     if tls.finished():
         return
     sock = tls.transport
     try:
-        if not tls.handshake_on(sock.fileno(), socket_timeout_ms(sock)):
-            raise BlockingIOError(errno.EAGAIN, "the socket is non-blocking")
+        while not tls.handshake_on(sock.fileno(), socket_timeout_ms(sock)):
+            pause = tls.pause
+            if pause is None:
+                raise BlockingIOError(errno.EAGAIN, "the socket is non-blocking")
+            pause.resolve(pause_timeout(sock))
     except SSLEOFError as exc:
         raise _eof("connection closed during the handshake") from exc
 

@@ -104,6 +104,10 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
         self._remember = False    # a client's session to cache once the first data arrives
         self._conn_lost_writes = 0
         self._timer: Optional[asyncio.TimerHandle] = None
+        # The handshake waiting for the application (TLS.pause): the task awaiting it, and the
+        # ciphertext that arrived meanwhile (handed to the handshake once it goes on).
+        self._pause_task: Optional["asyncio.Task[None]"] = None
+        self._held_input: "list[bytes]" = []
         if server is not None:
             _attach(server, self)
 
@@ -118,6 +122,10 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
 
     def _handshake(self, data) -> None:
         tls = self._tls
+        if self._pause_task is not None:
+            if data:
+                self._held_input.append(bytes(data))
+            return
         try:
             out = tls.handshake(data)
         except SSLError as exc:
@@ -132,6 +140,25 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
             self._send_raw(out)
         if tls.finished():
             self._handshake_done()
+        elif tls.pause is not None:
+            self._pause_task = self._loop.create_task(self._resolve_pause(tls.pause))
+
+    async def _resolve_pause(self, pause) -> None:
+        """Await what the handshake waits for (a session lookup, a signature) without blocking
+        the loop, then go on; bounded by ssl_handshake_timeout, and dropped by close()/abort()
+        (connection_lost cancels it)."""
+        try:
+            await pause.resolve_async()
+        except Exception as exc:  # resolve_async hands failures in; a bug in it ends here
+            self._pause_task = None
+            self._handshake_failed(exc)
+            return
+        self._pause_task = None
+        if self._lost or self._closing:
+            return
+        data = b"".join(self._held_input)
+        self._held_input.clear()
+        self._handshake(data)
 
     def _handshake_done(self) -> None:
         self._cancel_timer()
@@ -400,6 +427,9 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
         self._closing = True
         self._open = False
         self._cancel_timer()
+        task, self._pause_task = self._pause_task, None
+        if task is not None and task is not asyncio.current_task(self._loop):
+            task.cancel()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc or ConnectionResetError("Connection lost"))

@@ -4,6 +4,7 @@ An edge holds only the certificate; the private key stays on a key server. Durin
 the edge sends the key server the message to sign (docs/KEYLESS.md describes the protocol) and
 gets the signature back.
 """
+from fasttls._signing import Signer, SigningRequest
 from fasttls.keyless._client import KeylessClient
 from fasttls.keyless._contexts import AllowList, client_context, server_context
 from fasttls.keyless._errors import REASONS, KeylessError
@@ -12,10 +13,6 @@ from fasttls.keyless._keys import SCHEMES, KeyStore, PrivateKey, certificate_key
 from fasttls.keyless._protocol import Status
 from fasttls.keyless._server import KeyServer
 
-# TODO(lead): once branch `keyless` is merged, re-export the engine side's types here:
-#   from fasttls._signing import Signer, SigningRequest
-#   from fasttls._errors import KeylessError   (and drop fasttls/keyless/_errors.py's class)
-
 __all__ = ["AllowList", "KeyServer", "KeylessClient", "KeylessError", "KeyStore", "PrivateKey",
-           "REASONS", "SCHEMES", "Status", "certificate_key_id", "client_context", "refusal",
-           "server_context"]
+           "REASONS", "SCHEMES", "Signer", "SigningRequest", "Status", "certificate_key_id",
+           "client_context", "refusal", "server_context"]

@@ -12,10 +12,10 @@ waits, and a caller that gives up (deadline) leaves the connection in a good sta
 - Lazy connect: the first request connects; requests made meanwhile wait for it.
 - Deadlines: each request has one (its timeout, else the client's); the remaining budget is
   sent, so the key server does not sign what nobody waits for; at the deadline the caller gets
-  KeylessError("timeout") and a late answer is dropped.
+  KeylessError (reason "TIMEOUT") and a late answer is dropped.
 - Loss: when the connection ends, every request in flight fails at once with
-  KeylessError("connection_lost", ...) naming the cause; the next request reconnects.
-- close(): fails what is in flight ("closed"), closes the connection, stops the thread.
+  KeylessError (reason "CONNECTION_LOST") naming the cause; the next request reconnects.
+- close(): fails what is in flight ("CLOSED"), closes the connection, stops the thread.
 """
 import asyncio
 import concurrent.futures
@@ -26,7 +26,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from fasttls.aio import new_event_loop
-from fasttls.keyless._errors import KeylessError
+from fasttls.keyless._errors import KeylessError, keyless_error
 from fasttls.keyless._protocol import (FrameReader, ProtocolError, Status, decode_response,
                                        encode_request)
 
@@ -45,13 +45,13 @@ def _as_keyless_error(exc: BaseException, when: str) -> KeylessError:
     reason = getattr(exc, "reason", None) or ""
     if isinstance(exc, ssl.SSLError) and "ALERT" in reason and any(
             alert in reason for alert in _REFUSAL_ALERTS):
-        return KeylessError("refused_edge", f"the key server refused this edge's certificate "
+        return keyless_error("REFUSED_EDGE", f"the key server refused this edge's certificate "
                                             f"({reason}) {when}")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return KeylessError("unreachable", f"the key server's certificate failed "
+        return keyless_error("UNREACHABLE", f"the key server's certificate failed "
                                            f"verification: {exc}")
-    kind = "unreachable" if when.startswith("while connecting") else "connection_lost"
-    return KeylessError(kind, f"{type(exc).__name__}: {exc} {when}".strip())
+    kind = "UNREACHABLE" if when.startswith("while connecting") else "CONNECTION_LOST"
+    return keyless_error(kind, f"{type(exc).__name__}: {exc} {when}".strip())
 
 
 class _Job:
@@ -93,7 +93,7 @@ class _Link(asyncio.Protocol):
     def send(self, job: _Job) -> None:
         if self.error is not None or self.transport is None:
             # Ended before this job could go (e.g. a refusal that came with the handshake).
-            job.finish(None, self.error or KeylessError("connection_lost",
+            job.finish(None, self.error or keyless_error("CONNECTION_LOST",
                                                         "the key server closed the connection"))
             return
         job.request_id = next(self.client._ids)
@@ -111,7 +111,7 @@ class _Link(asyncio.Protocol):
             for body in self.reader.feed(data):
                 self._answer(body)
         except ProtocolError as exc:
-            self.fail(KeylessError("protocol", f"the key server's answer is not the keyless "
+            self.fail(keyless_error("PROTOCOL", f"the key server's answer is not the keyless "
                                                f"protocol: {exc}"))
 
     def _answer(self, body: bytes) -> None:
@@ -120,8 +120,8 @@ class _Link(asyncio.Protocol):
             try:
                 reason = Status(response.status).reason
             except ValueError:
-                reason = "protocol"
-            self.fail(KeylessError(reason, f"the key server says: {response.message}"))
+                reason = "PROTOCOL"
+            self.fail(keyless_error(reason, f"the key server says: {response.message}"))
             return
         job = self.jobs.pop(response.id, None)
         if job is None:
@@ -132,8 +132,8 @@ class _Link(asyncio.Protocol):
         try:
             reason = Status(response.status).reason
         except ValueError:
-            reason = "protocol"
-        job.finish(None, KeylessError(reason, f"the key server says: {response.message}"))
+            reason = "PROTOCOL"
+        job.finish(None, keyless_error(reason, f"the key server says: {response.message}"))
 
     def fail(self, error: KeylessError) -> None:
         """End the connection; every job on it fails with `error`."""
@@ -146,7 +146,7 @@ class _Link(asyncio.Protocol):
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if self.error is None:
             self.error = (_as_keyless_error(exc, "with requests in flight") if exc is not None
-                          else KeylessError("connection_lost", "the key server closed the "
+                          else keyless_error("CONNECTION_LOST", "the key server closed the "
                                                                "connection"))
         self.transport = None
         self._fail_jobs()
@@ -209,7 +209,7 @@ class KeylessClient:
             # The I/O thread enforces the deadline; the margin only guards against its loss.
             return future.result(timeout + 1.0)
         except concurrent.futures.TimeoutError:
-            raise KeylessError("timeout", f"no answer from the key server within "
+            raise keyless_error("TIMEOUT", f"no answer from the key server within "
                                           f"{timeout:g} s") from None
 
     async def sign_async(self, request: Any, timeout: Optional[float] = None) -> bytes:
@@ -275,11 +275,11 @@ class KeylessClient:
         frame_args = (bytes(request.key_id), int(request.scheme), request.server_name,
                       bytes(request.data))
         if len(frame_args[0]) != 32:
-            raise KeylessError("internal", "a key id is 32 bytes")
+            raise keyless_error("INTERNAL", "a key id is 32 bytes")
         submitted = time.monotonic()
         with self._lock:
             if self._closed:
-                raise KeylessError("closed", "the KeylessClient is closed")
+                raise keyless_error("CLOSED", "the KeylessClient is closed")
             if self._thread is None:
                 self._start_thread()
             # Under the lock: close() schedules its shutdown after every job handed over, so
@@ -308,10 +308,10 @@ class KeylessClient:
         remaining = timeout - (time.monotonic() - submitted)
         job = _Job(frame_args, loop.time() + remaining, done)
         if self._closed:
-            job.finish(None, KeylessError("closed", "the KeylessClient is closed"))
+            job.finish(None, keyless_error("CLOSED", "the KeylessClient is closed"))
             return
         if remaining <= 0:
-            job.finish(None, KeylessError("timeout", f"deadline of {timeout:g} s passed "
+            job.finish(None, keyless_error("TIMEOUT", f"deadline of {timeout:g} s passed "
                                                      "before the request was sent"))
             return
         job.timer = loop.call_at(job.deadline, self._expire, job, timeout)
@@ -332,7 +332,7 @@ class KeylessClient:
             why = "while connecting to the key server"
         else:
             why = "from the key server"
-        job.finish(None, KeylessError("timeout", f"no answer within {timeout:g} s {why}"))
+        job.finish(None, keyless_error("TIMEOUT", f"no answer within {timeout:g} s {why}"))
 
     async def _connect(self) -> None:
         loop = self._loop
@@ -346,7 +346,7 @@ class KeylessClient:
             raise
         except BaseException as exc:
             if isinstance(exc, asyncio.TimeoutError):
-                error = KeylessError("timeout", f"cannot connect to the key server "
+                error = keyless_error("TIMEOUT", f"cannot connect to the key server "
                                                 f"{self.host}:{self.port} within "
                                                 f"{self.connect_timeout:g} s")
             else:
@@ -370,7 +370,7 @@ class KeylessClient:
             self._link = None
 
     def _shutdown(self) -> None:
-        error = KeylessError("closed", "the KeylessClient was closed")
+        error = keyless_error("CLOSED", "the KeylessClient was closed")
         if self._connecting is not None:
             self._connecting.cancel()
         waiting, self._waiting = self._waiting, []

@@ -9,7 +9,7 @@ from typing import Dict, Iterable, Iterator, Optional, Union
 
 from fasttls._binding import ffi, lib
 from fasttls._errors import error_from_queue
-from fasttls.keyless._errors import KeylessError
+from fasttls.keyless._errors import keyless_error
 
 __all__ = ["PrivateKey", "KeyStore", "certificate_key_id", "SCHEMES"]
 
@@ -77,9 +77,9 @@ class PrivateKey:
         reason "bad_scheme"."""
         buf = ffi.new("unsigned char[]", self._max_signature)
         n = lib.fasttls_key_sign(self._handle, scheme, data, len(data), buf, self._max_signature)
-        if n == lib.FASTTLS_SIGN_BAD_SCHEME:
+        if n == lib.FASTTLS_KEY_BAD_SCHEME:
             name = SCHEMES.get(scheme, f"0x{scheme:04x}")
-            raise KeylessError("bad_scheme", f"signature scheme {name} does not fit this "
+            raise keyless_error("BAD_SCHEME", f"signature scheme {name} does not fit this "
                                              f"{self.key_type} key")
         if n < 0:
             raise error_from_queue("signing failed")
@@ -106,7 +106,7 @@ class KeyStore:
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix in (".pem", ".key") and f.is_file())
             if not files:
-                raise KeylessError("internal", f"no *.pem or *.key file in {p}")
+                raise keyless_error("INTERNAL", f"no *.pem or *.key file in {p}")
             for f in files:
                 self.add(PrivateKey.from_file(f, password))
         else:

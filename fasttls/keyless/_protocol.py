@@ -48,10 +48,10 @@ class Status(enum.IntEnum):
         return _REASONS[self]
 
 
-_REASONS = {Status.OK: "ok", Status.UNKNOWN_KEY: "unknown_key",
-            Status.REFUSED_INPUT: "refused_input", Status.BAD_SCHEME: "bad_scheme",
-            Status.OVERLOADED: "overloaded", Status.INTERNAL: "internal",
-            Status.EXPIRED: "timeout", Status.REFUSED_EDGE: "refused_edge"}
+_REASONS = {Status.OK: "OK", Status.UNKNOWN_KEY: "UNKNOWN_KEY_ID",
+            Status.REFUSED_INPUT: "REFUSED_INPUT", Status.BAD_SCHEME: "BAD_SCHEME",
+            Status.OVERLOADED: "OVERLOADED", Status.INTERNAL: "INTERNAL",
+            Status.EXPIRED: "TIMEOUT", Status.REFUSED_EDGE: "REFUSED_EDGE"}
 
 
 class ProtocolError(ValueError):

@@ -170,6 +170,14 @@ class SSLObjectAdapter:
                             # read reports the end (OpenSSL tolerates EPIPE here too).
                             if not tls._done:
                                 raise
+            pause = tls.pause
+            if pause is not None:
+                # The handshake waits for the application (a session lookup, a signature):
+                # resolved here, blocking up to the work's own bound (a memory-BIO object has
+                # no socket timeout; fasttls.aio awaits it instead), then it goes on.
+                pause.resolve(None)
+                data = b""
+                continue
             if tls._done:
                 if self._session_key is not None:
                     self._remember_session()
@@ -501,10 +509,17 @@ class SSLSocketAdapter(SSLObjectAdapter):
             if not tls._started and not tls.server_side:
                 self._resume_from_cache()
             sock = self._transport.sock
-            try:
-                done = tls.handshake_on(sock.fileno(), socket_timeout_ms(sock))
-            except ConnectionResetError:
-                raise eof_error() from None  # as an EOF (see SocketTransport.receive)
+            while True:
+                try:
+                    done = tls.handshake_on(sock.fileno(), socket_timeout_ms(sock))
+                except ConnectionResetError:
+                    raise eof_error() from None  # as an EOF (see SocketTransport.receive)
+                pause = tls.pause
+                if done or pause is None:
+                    break
+                # The handshake waits for the application (a session lookup, a signature).
+                timeout = sock.gettimeout()
+                pause.resolve(timeout if timeout else None)
             if not done:
                 raise want_write() if tls.wants_write else want_read()
             self._remember_session()

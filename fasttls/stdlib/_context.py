@@ -248,6 +248,13 @@ class SSLContext(_StdSSLContext):
             # The stdlib reports any unreadable certificate or key as SSL's "PEM lib".
             raise _stdlib_error(exc, f"[SSL: PEM_LIB] PEM lib: {exc}", "SSL", "PEM_LIB") from exc
 
+    def load_keyless_cert_chain(self, certfile, signer) -> None:
+        """fasttls's own (the stdlib has none): serve the certificate chain in `certfile` (a
+        path) with a private key that is not in this process, signed by `signer` (a
+        fasttls.Signer, e.g. fasttls.keyless.KeylessClient). The drop-in socket asks it with
+        the socket's timeout, fasttls.aio awaits it. See Context.set_keyless_cert."""
+        self._fasttls.set_keyless_cert(certfile, signer, paths_only=True)
+
     def load_dh_params(self, path) -> None:
         self._fasttls.load_dh_params(path)
 
@@ -390,6 +397,19 @@ class SSLContext(_StdSSLContext):
 
     def session_stats(self) -> dict:
         return self._fasttls.session_stats()
+
+    # fasttls's own (no stdlib equivalent): the fleet's shared session store.
+
+    def set_session_store(self, store) -> None:
+        """Server side: keep sessions in a `fasttls.store.SessionStore` shared by a fleet (see
+        fasttls.Context.set_session_store); None: back to the in-process cache."""
+        if self.protocol == ssl.PROTOCOL_TLS_CLIENT:
+            raise ValueError("SSLContext is not a server context.")
+        self._fasttls.set_session_store(store)
+
+    @property
+    def session_store(self):
+        return self._fasttls.session_store
 
     if sys.version_info >= (3, 13):  # the stdlib's TLS-PSK API, new in 3.13
         def set_psk_client_callback(self, callback) -> None:

@@ -35,6 +35,9 @@ class Pki:
         self.unlisted_fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
         # The web servers' certificates whose keys live on the key server.
         web_ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+        self.web_ca = self._write("web-ca.pem", web_ca.cert_pem.bytes())
+        self.unknown_web = web_ca.issue_cert("www-unknown.example",
+                                             key_type=trustme.KeyType.ECDSA)
         self.signing = {}
         self.signing_files = {}
         for name, key_type in (("p256", trustme.KeyType.ECDSA), ("rsa", trustme.KeyType.RSA)):

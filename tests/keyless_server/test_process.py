@@ -77,7 +77,7 @@ def test_signs_through_the_command_line_server(pki, key_server_process, make_cli
     assert client.sign(request(pki, "rsa", 0x0804))
     with pytest.raises(keyless.KeylessError) as info:
         client.sign(request(pki, key_id=b"\x07" * 32))
-    assert info.value.reason == "unknown_key"
+    assert info.value.reason == "UNKNOWN_KEY_ID"
 
 
 def test_killed_mid_request_fails_fast_then_reconnects(pki, key_server_process, make_client):
@@ -92,13 +92,13 @@ def test_killed_mid_request_fails_fast_then_reconnects(pki, key_server_process, 
     thread.join(15)
     assert not thread.is_alive()
     kind, exc = result["outcome"]
-    assert kind == "error" and exc.reason == "connection_lost", exc
+    assert kind == "error" and exc.reason == "CONNECTION_LOST", exc
     assert result["elapsed"] < 10  # failed on the loss, not at its 20 s deadline
     proc.proc.wait(10)
 
     with pytest.raises(keyless.KeylessError) as info:  # down: fails at once, names it
         client.sign(request(pki), 5)
-    assert info.value.reason == "unreachable"
+    assert info.value.reason == "UNREACHABLE"
     assert "ConnectionRefusedError" in str(info.value) and str(port) in str(info.value)
 
     key_server_process(port)  # back on the same port: the client reconnects by itself
@@ -117,7 +117,7 @@ def test_stalled_key_server_times_out_within_the_deadline(pki, key_server_proces
         with pytest.raises(keyless.KeylessError) as info:
             client.sign(request(pki), 0.5)
         elapsed = time.monotonic() - started
-        assert info.value.reason == "timeout"
+        assert info.value.reason == "TIMEOUT"
         assert 0.45 < elapsed < 5  # at its deadline (the bound only guards against a hang)
 
         async def stalled_async():
@@ -126,7 +126,7 @@ def test_stalled_key_server_times_out_within_the_deadline(pki, key_server_proces
         import asyncio
         with pytest.raises(keyless.KeylessError) as info:
             asyncio.run(asyncio.wait_for(stalled_async(), 5))
-        assert info.value.reason == "timeout"
+        assert info.value.reason == "TIMEOUT"
     finally:
         os.kill(proc.proc.pid, signal.SIGCONT)
     # Back: late answers to the timed-out requests are dropped, new ones are matched by id.
@@ -145,7 +145,7 @@ def test_key_server_that_never_answers_the_handshake(pki, make_client):
         started = time.monotonic()
         with pytest.raises(keyless.KeylessError) as info:
             client.sign(request(pki))
-        assert info.value.reason == "timeout"
+        assert info.value.reason == "TIMEOUT"
         assert time.monotonic() - started < 5
 
 

@@ -59,7 +59,7 @@ def test_every_scheme_signs_or_is_refused(keys, kind):
             assert not loaded.fits(scheme)
             with pytest.raises(KeylessError) as info:
                 loaded.sign(scheme, data)
-            assert info.value.reason == "bad_scheme"
+            assert info.value.reason == "BAD_SCHEME"
             assert isinstance(info.value, fasttls.SSLError)
 
 
