@@ -204,11 +204,12 @@ class KeylessClient:
             else:
                 future.set_result(signature)  # type: ignore[arg-type]
 
-        self._submit(request, timeout, done)
+        job = self._submit(request, timeout, done)
         try:
             # The I/O thread enforces the deadline; the margin only guards against its loss.
             return future.result(timeout + 1.0)
         except concurrent.futures.TimeoutError:
+            self._abandon(job)
             raise keyless_error("TIMEOUT", f"no answer from the key server within "
                                           f"{timeout:g} s") from None
 
@@ -232,8 +233,12 @@ class KeylessClient:
             except RuntimeError:
                 pass  # the caller's loop is closed: nobody waits any more
 
-        self._submit(request, timeout, done)
-        return await future
+        job = self._submit(request, timeout, done)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._abandon(job)  # e.g. the handshake it was for was aborted
+            raise
 
     # ---- lifetime ----
 
@@ -266,17 +271,25 @@ class KeylessClient:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     @property
+    def in_flight(self) -> int:
+        """Requests sent or waiting for the connection, not yet answered (read from any thread:
+        a snapshot)."""
+        link = self._link
+        return len(self._waiting) + (len(link.jobs) if link is not None else 0)
+
+    @property
     def connected(self) -> bool:
         return self._link is not None and self._link.transport is not None
 
     # ---- on the caller's thread ----
 
-    def _submit(self, request: Any, timeout: float, done: Callable) -> None:
+    def _submit(self, request: Any, timeout: float, done: Callable) -> _Job:
         frame_args = (bytes(request.key_id), int(request.scheme), request.server_name,
                       bytes(request.data))
         if len(frame_args[0]) != 32:
             raise keyless_error("INTERNAL", "a key id is 32 bytes")
         submitted = time.monotonic()
+        job = _Job(frame_args, 0.0, done)
         with self._lock:
             if self._closed:
                 raise keyless_error("CLOSED", "the KeylessClient is closed")
@@ -284,7 +297,14 @@ class KeylessClient:
                 self._start_thread()
             # Under the lock: close() schedules its shutdown after every job handed over, so
             # each one is answered (if only with "closed"), none is left unanswered.
-            self._loop.call_soon_threadsafe(self._start, frame_args, submitted, timeout, done)
+            self._loop.call_soon_threadsafe(self._start, job, submitted, timeout)
+        return job
+
+    def _abandon(self, job: _Job) -> None:
+        """The caller stopped waiting (cancelled): forget the job, answer or not."""
+        with self._lock:
+            if not self._closed and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._drop, job)
 
     def _start_thread(self) -> None:
         self._loop = new_event_loop()
@@ -302,11 +322,12 @@ class KeylessClient:
 
     # ---- on the I/O thread ----
 
-    def _start(self, frame_args: tuple, submitted: float, timeout: float,
-               done: Callable) -> None:
+    def _start(self, job: _Job, submitted: float, timeout: float) -> None:
         loop = self._loop
         remaining = timeout - (time.monotonic() - submitted)
-        job = _Job(frame_args, loop.time() + remaining, done)
+        job.deadline = loop.time() + remaining
+        if job.done is None:
+            return  # abandoned already
         if self._closed:
             job.finish(None, keyless_error("CLOSED", "the KeylessClient is closed"))
             return
@@ -322,6 +343,16 @@ class KeylessClient:
         self._waiting.append(job)
         if self._connecting is None:
             self._connecting = loop.create_task(self._connect())
+
+    def _drop(self, job: _Job) -> None:
+        job.done = None
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        if self._link is not None:
+            self._link.forget(job)
+        if job in self._waiting:
+            self._waiting.remove(job)
 
     def _expire(self, job: _Job, timeout: float) -> None:
         job.timer = None

@@ -426,3 +426,35 @@ def test_answer_delay_stands_in_for_a_distant_key_server(pki, make_client):
         assert info.value.reason == "TIMEOUT"
     finally:
         server.stop_thread()
+
+
+def test_cancelled_sign_async_is_forgotten(pki, make_client):
+    # A handshake aborted while it waits for its signature cancels sign_async: the request is
+    # dropped from the client at once, its late answer ignored, the connection kept.
+    server = keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE],
+                               answer_delay=0.5).start_thread()
+    try:
+        client = make_client(server.port)
+        client.sign(request(pki))
+
+        async def main():
+            task = asyncio.ensure_future(client.sign_async(request(pki)))
+            for _ in range(200):
+                if client.in_flight:
+                    break
+                await asyncio.sleep(0.01)
+            assert client.in_flight == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(200):
+                if not client.in_flight:
+                    break
+                await asyncio.sleep(0.01)
+            return client.in_flight
+
+        assert asyncio.run(asyncio.wait_for(main(), 10)) == 0
+        assert client.sign(request(pki))  # the late answer went nowhere; this one is matched
+        assert client.connects == 1
+    finally:
+        server.stop_thread()
