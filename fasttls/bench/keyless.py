@@ -6,7 +6,10 @@ ECDSA P-256 key; this process measures, for a fixed time each:
 - baseline: the same key signing in this process (PrivateKey.sign), no network;
 - sync, 1 in flight: one thread calling client.sign() in a loop;
 - sync, 64 in flight: 64 threads sharing the one client;
-- async, 1 / 64 in flight: tasks on one event loop awaiting client.sign_async().
+- async, 1 / 64 in flight: tasks on one event loop awaiting client.sign_async();
+- full TLS 1.3 handshakes in memory (a fasttls client and server in this process): the key in
+  the server's context (baseline) against the key on the key server, one at a time (the pause
+  resolved blocking) and 64 at once on one loop (awaited).
 
 Certificates are made in memory (fasttls's self-signed P-256, each its own trust anchor).
 """
@@ -14,13 +17,14 @@ import argparse
 import asyncio
 import os
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import types
-from typing import Awaitable, Callable, List
+from typing import Any, Awaitable, Callable, Dict, List
 
 from fasttls._binding import make_self_signed
 
@@ -65,6 +69,65 @@ async def _run_tasks(sign: Callable[[], Awaitable[object]], tasks: int, seconds:
     started = time.monotonic()
     await asyncio.wait_for(asyncio.gather(*(work(i) for i in range(tasks))), seconds + 30)
     return _rate(sum(counts), time.monotonic() - started)
+
+
+def _handshake(client_ctx: Any, server_ctx: Any) -> None:
+    """One full in-memory TLS 1.3 handshake between two fasttls ends, the server's signature
+    pause (if any) resolved blocking."""
+    from fasttls import newtls
+    client = newtls("client", client_ctx, "www.bench")
+    server = newtls("server", server_ctx)
+    to_server = client.handshake()
+    for _ in range(20):
+        to_client = server.handshake(to_server)
+        while server.pause is not None:
+            server.pause.resolve(10.0)
+            to_client += server.handshake()
+        to_server = client.handshake(to_client)
+        if client.finished() and server.finished():
+            return
+    raise RuntimeError("the handshake did not finish")
+
+
+async def _handshake_async(client_ctx: Any, server_ctx: Any) -> None:
+    """The same, the pause awaited (fasttls.aio's way)."""
+    from fasttls import newtls
+    client = newtls("client", client_ctx, "www.bench")
+    server = newtls("server", server_ctx)
+    to_server = client.handshake()
+    for _ in range(20):
+        to_client = server.handshake(to_server)
+        while server.pause is not None:
+            await server.pause.resolve_async()
+            to_client += server.handshake()
+        to_server = client.handshake(to_client)
+        if client.finished() and server.finished():
+            return
+    raise RuntimeError("the handshake did not finish")
+
+
+def _handshake_rows(files: Dict[str, str], client: Any,
+                    seconds: float) -> "list[tuple[str, float]]":
+    """Full handshakes per second, in memory (both ends in this process): the key in the
+    context (baseline) against the key on the key server."""
+    from fasttls import newctx
+    with open(files["web-cert"], "rb") as f:
+        cert = f.read()
+    with open(files["web"], "rb") as f:
+        both = f.read()
+    client_ctx = newctx(cadata=cert, maximum_version=ssl.TLSVersion.TLSv1_3,
+                        minimum_version=ssl.TLSVersion.TLSv1_3)
+    client_ctx.num_tickets = 0
+    local = newctx(certfile=both)
+    keyless = newctx()
+    keyless.set_keyless_cert(cert, client)
+    rows = [("baseline: handshakes, key in the context",
+             _run_threads(lambda: _handshake(client_ctx, local), 1, seconds)),
+            ("keyless handshakes, 1 at a time (blocking resolve)",
+             _run_threads(lambda: _handshake(client_ctx, keyless), 1, seconds))]
+    rate = asyncio.run(_run_tasks(lambda: _handshake_async(client_ctx, keyless), 64, seconds))
+    rows.append(("keyless handshakes, 64 at once on one loop (awaited)", rate))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -120,6 +183,7 @@ def main(argv=None) -> int:
                     rate = asyncio.run(_run_tasks(lambda: client.sign_async(request), n, s))
                     rows.append((f"KeylessClient.sign_async, {n} in flight (1 loop)", rate))
                 assert client.connects == 1
+                handshake_rows = _handshake_rows(files, client, s)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -127,7 +191,11 @@ def main(argv=None) -> int:
     print(f"keyless signatures per second, ECDSA P-256, key server in a child process on "
           f"loopback ({cpus} CPUs shared), signing {args.signing}, {args.seconds:g} s per row:")
     for name, rate in rows:
-        print(f"  {name:<52} {rate:>10,.0f}/s")
+        print(f"  {name:<55} {rate:>10,.0f}/s")
+    print("TLS 1.3 full handshakes per second, in memory (fasttls client and server in this "
+          "process, P-256, no tickets):")
+    for name, rate in handshake_rows:
+        print(f"  {name:<55} {rate:>10,.0f}/s")
     return 0
 
 
