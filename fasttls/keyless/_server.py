@@ -8,11 +8,11 @@ input: fasttls.keyless._inputs) before anything is signed, and answered with its
 as it is signed, in whatever order signatures finish.
 
 Where signing runs: ECDSA signatures (about 25 µs for P-256 here) are made inline on the loop,
-because handing one to a thread and back costs more than the signature itself (measured: 23,400
-against 11,100 P-256 signatures/s at 64 in flight); RSA signatures (about 0.45 ms for 2048
-bits) go to a thread pool, where the GIL is released while OpenSSL works,
-so they use every core and never stall the loop. `signing="inline"` or `"threads"` makes one
-choice for every key instead ("auto", the default, chooses by key type).
+because handing one to a thread and back costs more than the signature itself (inline was ahead
+in every paired run of `python -m fasttls bench --keyless`: docs/KEYLESS.md); RSA signatures
+(about 0.45 ms for 2048 bits) go to a thread pool, where the GIL is released while OpenSSL
+works, so they use every core and never stall the loop. `signing="inline"` or `"threads"` makes
+one choice for every key instead ("auto", the default, chooses by key type).
 
 Budgets: a request carries how long the edge will wait; one still queued when its budget runs
 out is answered EXPIRED instead of signed (the edge has given up on it). At most `max_pending`
