@@ -854,8 +854,9 @@ class Context:
 
     @property
     def sni_callback(self):
-        """Server side: `callback(tls, server_name)`, called during the handshake with the name
-        the client asked for (None if it sent none). Return another Context to serve the
+        """Server side: `callback(tls, server_name)`, called once the ClientHello has arrived,
+        between two handshake calls (never inside one), with the name the client asked for
+        (None if it sent none). Return another Context to serve the
         connection from it (all of its settings: certificate, trust store, verify mode), None
         to keep this one, or an alert number (e.g. `ssl.ALERT_DESCRIPTION_ACCESS_DENIED`) to
         refuse the client with that alert. An exception aborts the handshake (internal_error
@@ -944,6 +945,7 @@ class Context:
 # newctx keywords that are not attributes but arguments of a setter, grouped by setter.
 _GROUPED_OPTIONS = {
     "set_cert": ("certfile", "keyfile", "password"),
+    "set_keyless_cert": ("keyless_certfile", "signer"),
     "load_verify_locations": ("cafile", "capath", "cadata"),
 }
 _SETTER_OPTIONS = {"ciphers": "set_ciphers", "ciphersuites": "set_ciphersuites",
@@ -955,8 +957,8 @@ _ATTRIBUTE_OPTIONS = ("check_hostname", "hostname_checks_common_name", "verify_m
 
 def newctx(**options) -> Context:
     """A new Context, configured by keyword: any attribute of Context, `ciphers`,
-    `ciphersuites`, `groups` (see set_groups), `cafile`/`capath`/`cadata` and
-    `certfile`/`keyfile`/`password`."""
+    `ciphersuites`, `groups` (see set_groups), `cafile`/`capath`/`cadata`,
+    `certfile`/`keyfile`/`password` and `keyless_certfile`/`signer` (set_keyless_cert)."""
     ctx = Context()
     known = set(_ATTRIBUTE_OPTIONS) | set(_SETTER_OPTIONS)
     known.update(*_GROUPED_OPTIONS.values())
@@ -975,6 +977,11 @@ def newctx(**options) -> Context:
         if "certfile" not in cert:
             raise TypeError("keyfile and password need certfile")
         ctx.set_cert(cert["certfile"], cert.get("keyfile"), cert.get("password"))
+    keyless = {k: options[k] for k in _GROUPED_OPTIONS["set_keyless_cert"] if k in options}
+    if keyless:
+        if len(keyless) != 2:
+            raise TypeError("keyless_certfile and signer go together")
+        ctx.set_keyless_cert(keyless["keyless_certfile"], keyless["signer"])
     ca = {k: options[k] for k in _GROUPED_OPTIONS["load_verify_locations"] if k in options}
     if ca:
         ctx.load_verify_locations(**ca)

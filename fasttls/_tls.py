@@ -390,7 +390,8 @@ class TLS:
     @property
     def pause(self) -> Optional[HandshakePause]:
         """What the handshake waits for, the application's work rather than the peer's (a server's
-        session lookup in a shared store: a `fasttls.store.SessionLookup`), or None. The last
+        session lookup in a shared store: a `fasttls.store.SessionLookup`; a keyless signature:
+        a `fasttls.SigningRequest`), or None. The last
         handshake call returned with the handshake still running (`handshake()` with whatever
         is to be sent, `handshake_on()` False); resolve it (`resolve(timeout)` or `await
         resolve_async()`, see fasttls._pause) and call the handshake again."""

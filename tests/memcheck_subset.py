@@ -1,7 +1,8 @@
 """The C engine under valgrind memcheck: a subset of the tests' work (handshakes in TLS 1.2 and
 1.3 with ECDSA and RSA keys, mutual TLS, ALPN, SNI switching, resumption, data both ways, large
 writes, release_buffers, close_notify, verification failures, garbage and truncated input,
-abandoned handshakes, socket I/O inside the engine) in one Python process run under
+abandoned handshakes, socket I/O inside the engine, keyless signing pauses) in one Python process
+run under
 
     valgrind --tool=memcheck --error-exitcode=99 --errors-for-leak-kinds=definite --leak-check=full
 
@@ -142,6 +143,7 @@ def workload(directory):
         client = fasttls.newtls("client", cctx, name)
         server = fasttls.newtls("server", sctx)
         pump(client, server)
+    keyless_workload(pem)
     # keylog on and off
     keylog = os.path.join(directory, "keylog.txt")
     sctx.keylog_filename = keylog
@@ -263,6 +265,55 @@ def keyless_signing(directory):
     except SSLError:
         pass
     gc.collect()
+
+
+def keyless_workload(pem):
+    """Keyless: the provider's keys and the signing job, answered, failed, wrongly answered,
+    released while paused (the job unwound), resumed; an SNI switch to a keyless context."""
+    import ssl
+
+    import fasttls
+    from support.pump import pump
+    from support.signers import FailingSigner, LocalSigner, TruncatingSigner
+
+    for kind in ("ecdsa", "rsa"):
+        key = pem(f"{kind}-key")
+        cctx = fasttls.newctx(cadata=pem(f"{kind}-ca"))
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            cctx.maximum_version = version
+            for signer in (LocalSigner(key), FailingSigner(key), TruncatingSigner(key)):
+                sctx = fasttls.newctx()
+                sctx.set_keyless_cert(pem(f"{kind}-chain"), signer)
+                client = fasttls.newtls("client", cctx, "localhost")
+                server = fasttls.newtls("server", sctx)
+                try:
+                    pump(client, server)
+                except fasttls.SSLError:
+                    assert type(signer) is not LocalSigner
+                # released while paused, answered or not
+                for answer in (False, True):
+                    paused = fasttls.newtls("server", sctx)
+                    paused.handshake(fasttls.newtls("client", cctx, "localhost").handshake())
+                    assert paused.pause is not None
+                    if answer:
+                        paused.pause.resolve(1.0)
+                    del paused
+            # resumption: no signature
+            sctx = fasttls.newctx()
+            sctx.set_keyless_cert(pem(f"{kind}-chain"), LocalSigner(key))
+            client = fasttls.newtls("client", cctx, "localhost")
+            pump(client, fasttls.newtls("server", sctx))
+            client.read(b"")
+            again = fasttls.newtls("client", cctx, "localhost", session=client.session)
+            server = fasttls.newtls("server", sctx)
+            pump(again, server)
+            assert server.session_reused()
+        plain = fasttls.newctx()
+        plain.set_cert(pem(f"{kind}-chain"), key)
+        keyless = fasttls.newctx()
+        keyless.set_keyless_cert(pem(f"{kind}-chain"), LocalSigner(key))
+        plain.sni_callback = lambda tls, name: keyless
+        pump(fasttls.newtls("client", cctx, "localhost"), fasttls.newtls("server", plain))
 
 
 def main():

@@ -221,3 +221,15 @@ def test_resumed_on_another_thread_is_refused(identities, keyless_ctx):
     with pytest.raises(fasttls.SSLError, match="thread that started it"):
         box["server"].handshake()
     assert box["server"].state is fasttls.State.HANDSHAKING  # still continuable there
+
+
+def test_newctx_options(identities):
+    identity = identities["ecdsa"]
+    signer = LocalSigner(identity.key_pem)
+    sctx = fasttls.newctx(keyless_certfile=identity.chain_pem, signer=signer)
+    assert sctx.signer is signer
+    client = fasttls.newtls("client", client_ctx(identity), "localhost")
+    pump(client, fasttls.newtls("server", sctx))
+    assert len(signer.requests) == 1
+    with pytest.raises(TypeError, match="together"):
+        fasttls.newctx(signer=signer)
