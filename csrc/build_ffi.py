@@ -103,6 +103,7 @@ const char *OpenSSL_version(int);
 
 /* openssl/x509.h, x509_vfy.h */
 typedef ... X509;
+typedef ... EVP_PKEY;
 typedef ... X509_NAME;
 typedef ... X509_STORE;
 typedef ... X509_VERIFY_PARAM;
@@ -236,7 +237,7 @@ VERSION = re.search(r'__version__ = "(.+)"', (HERE.parent / "fasttls" / "_versio
 
 ENGINE_SOURCES = ("fasttls_bio.c", "fasttls_conn.c", "fasttls_ctx.c", "fasttls_hello.c",
                   "fasttls_io.c", "fasttls_keyless.c", "fasttls_ocsp.c", "fasttls_seal.c",
-                  "fasttls_tickets.c", "fasttls_x509.c")
+                  "fasttls_sign.c", "fasttls_tickets.c", "fasttls_x509.c")
 
 ffibuilder = FFI()
 CDEF_CALLBACKS = """

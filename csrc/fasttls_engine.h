@@ -13,7 +13,7 @@
 
 /* Bumped whenever this header changes; fasttls/_version.py names the one the Python side
  * expects, so a checkout never runs against a compiled module of another engine. */
-#define FASTTLS_ABI 9
+#define FASTTLS_ABI 10
 
 /* Non-negative results are byte counts; negative ones are these statuses. */
 #define FASTTLS_OK 0            /* operation complete */
@@ -294,5 +294,37 @@ int fasttls_ctx_set_ocsp_client(SSL_CTX *ctx, int request, int require);
 int fasttls_conn_request_ocsp(fasttls_conn *c);
 long fasttls_conn_ocsp_response(fasttls_conn *c, const unsigned char **der);
 int fasttls_conn_ocsp_failure(fasttls_conn *c);
+
+/* Signing with a key held in this process (fasttls_sign.c; the key server of keyless TLS).
+ * fasttls_key_load: a private key from PEM (password may be NULL), only of the types below, else
+ * NULL with the cause on the error queue. The key ids are SHA-256 of the SubjectPublicKeyInfo
+ * DER (32 bytes into `out`); fasttls_cert_key_id takes the first certificate of a PEM buffer.
+ * fasttls_key_sign signs `data` (the whole message: it hashes) for a TLS SignatureScheme:
+ * the signature's length, or FASTTLS_KEY_BAD_SCHEME (the scheme is unknown or does not fit the
+ * key), FASTTLS_KEY_SHORT_BUFFER (sig_cap < fasttls_key_max_signature), FASTTLS_ERROR (the
+ * cause on the error queue). A loaded key may sign on several threads at once. */
+#define FASTTLS_KEY_UNSUPPORTED 0
+#define FASTTLS_KEY_P256 1
+#define FASTTLS_KEY_P384 2
+#define FASTTLS_KEY_RSA 3
+#define FASTTLS_SCHEME_RSA_PKCS1_SHA256 0x0401
+#define FASTTLS_SCHEME_RSA_PKCS1_SHA384 0x0501
+#define FASTTLS_SCHEME_RSA_PKCS1_SHA512 0x0601
+#define FASTTLS_SCHEME_ECDSA_SECP256R1_SHA256 0x0403
+#define FASTTLS_SCHEME_ECDSA_SECP384R1_SHA384 0x0503
+#define FASTTLS_SCHEME_RSA_PSS_RSAE_SHA256 0x0804
+#define FASTTLS_SCHEME_RSA_PSS_RSAE_SHA384 0x0805
+#define FASTTLS_SCHEME_RSA_PSS_RSAE_SHA512 0x0806
+#define FASTTLS_KEY_BAD_SCHEME (-20)
+#define FASTTLS_KEY_SHORT_BUFFER (-21)
+EVP_PKEY *fasttls_key_load(const char *pem, size_t len, const char *password, size_t password_len);
+void fasttls_key_free(EVP_PKEY *key);
+int fasttls_key_type(EVP_PKEY *key);
+int fasttls_key_id(EVP_PKEY *key, unsigned char *out);
+int fasttls_cert_key_id(const char *pem, size_t len, unsigned char *out);
+size_t fasttls_key_max_signature(EVP_PKEY *key);
+int fasttls_key_fits_scheme(EVP_PKEY *key, int scheme);
+ptrdiff_t fasttls_key_sign(EVP_PKEY *key, int scheme, const unsigned char *data, size_t len,
+                           unsigned char *sig, size_t sig_cap);
 
 #endif

@@ -11,7 +11,8 @@
  *   fasttls_seal.c  sealing session blobs (AES-256-GCM) for the shared store
  *   fasttls_tickets.c  session-ticket keys shared by a fleet (nginx's key format)
  *   fasttls_ocsp.c  OCSP stapling: the status callback of both roles, checking responses
- *   fasttls_keyless.c keyless: the provider of opaque keys, the handshake's signing pause */
+ *   fasttls_keyless.c keyless: the provider of opaque keys, the handshake's signing pause
+ *   fasttls_sign.c  signing with a key held in this process (the keyless key server) */
 #ifndef FASTTLS_INTERNAL_H
 #define FASTTLS_INTERNAL_H
 

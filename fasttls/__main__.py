@@ -1,6 +1,7 @@
 """Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--memory [PAIRS]]
-[--rows NAME,...] [--plot FILE.png]`` (the harness is the fasttls.bench package, imported only
-for ``bench``)."""
+[--rows NAME,...] [--plot FILE.png]``, ``python -m fasttls bench --keyless [--quick]`` (the
+harness is the fasttls.bench package, imported only for ``bench``), and ``python -m fasttls
+keyserver ...`` (fasttls.keyless, docs/KEYLESS.md)."""
 import argparse
 import sys
 
@@ -28,15 +29,32 @@ def build_parser():
     bench.add_argument("--plot", metavar="FILE.png",
                        help="also draw the ratios as a bar chart (needs matplotlib: "
                             "pip install 'fasttls[plot]')")
+    bench.add_argument("--keyless", action="store_true",
+                       help="instead: keyless signatures per second through one KeylessClient "
+                            "against a key server in a child process (fasttls.bench.keyless)")
+    bench.add_argument("--signing", choices=("auto", "inline", "threads"), default="auto",
+                       help="with --keyless: the key server's --signing")
+    from fasttls.keyless import _cli as keyserver_cli
+
+    keyserver_cli.add_parser(sub)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "bench":
+        if args.keyless:
+            from fasttls.bench import keyless as keyless_bench
+
+            return keyless_bench.main(["--seconds", "0.5" if args.quick else "2",
+                                       "--signing", args.signing])
         from fasttls import bench  # only here: the runtime package never imports the harness
 
         return bench.main(args)
+    if args.command == "keyserver":
+        from fasttls.keyless import _cli as keyserver_cli
+
+        return keyserver_cli.main(args)
     return 2
 
 

@@ -259,8 +259,42 @@ def workload(directory):
             assert expect_error(OSError, tls.recv_from, fd, 0).errno == 9  # EBADF
         else:
             b.close()
+    keyless_signing(directory)
     gc.collect()
     print("memcheck workload done")
+
+
+def keyless_signing(directory):
+    """csrc/fasttls_sign.c: keys loaded and freed, key ids, every scheme, refusals, bad input."""
+    import gc
+
+    from fasttls._errors import SSLError
+    from fasttls.keyless import KeylessError, PrivateKey, certificate_key_id
+
+    schemes = (0x0403, 0x0503, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601, 0x0203)
+    for kind in ("ecdsa", "rsa"):
+        with open(os.path.join(directory, f"{kind}-key.pem"), "rb") as f:
+            key = PrivateKey(f.read())
+        with open(os.path.join(directory, f"{kind}-chain.pem"), "rb") as f:
+            assert certificate_key_id(f.read()) == key.key_id
+        for scheme in schemes:
+            try:
+                assert key.sign(scheme, b"to be signed" * 10)
+            except KeylessError:
+                assert not key.fits(scheme)
+        del key
+    for bad in (b"not a key", b""):
+        try:
+            PrivateKey(bad)
+            raise AssertionError("a bad key loaded")
+        except SSLError:
+            pass
+    try:
+        certificate_key_id(b"not a certificate")
+        raise AssertionError("a bad certificate read")
+    except SSLError:
+        pass
+    gc.collect()
 
 
 def keyless_workload(pem):
