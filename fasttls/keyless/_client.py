@@ -127,6 +127,7 @@ class _Link(asyncio.Protocol):
         if job is None:
             return  # answered after its deadline: the caller has gone
         if response.status == Status.OK:
+            self.client.signatures += 1
             job.finish(response.body, None)
             return
         try:
@@ -186,6 +187,7 @@ class KeylessClient:
         self._waiting: List[_Job] = []
         self._closed = False
         self.connects = 0  # connections made (a reconnect counts again)
+        self.signatures = 0  # signatures the key server answered (counted on the I/O thread)
 
     # ---- the Signer interface ----
 

@@ -10,23 +10,11 @@ import time
 import pytest
 
 import fasttls.keyless as keyless
-from support.interop import Process, free_port, wait_for_output
+from support.interop import free_port
 
-from .conftest import ALLOWED_EDGE, request
+from .conftest import ALLOWED_EDGE, request, start_key_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP/SIGKILL")
-
-
-def start_key_server(pki, tmp_path, port, name="keyserver"):
-    keys = tmp_path / "keys"
-    keys.mkdir(exist_ok=True)
-    for key_type, path in pki.signing_files.items():
-        (keys / f"{key_type}.pem").write_bytes(path.read_bytes())
-    proc = Process([sys.executable, "-m", "fasttls", "keyserver", "--listen", f"127.0.0.1:{port}",
-                    "--key", keys, "--cert", pki.server, "--client-ca", pki.edge_ca,
-                    "--allow", ALLOWED_EDGE, "--log-level", "WARNING"], tmp_path, name)
-    wait_for_output(proc.out, rb"listening on 127\.0\.0\.1:(\d+)", proc.proc)
-    return proc
 
 
 @pytest.fixture
