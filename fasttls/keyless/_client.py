@@ -162,18 +162,23 @@ class _Link(asyncio.Protocol):
 class KeylessClient:
     """The edge's client of a key server: a Signer for keyless contexts.
 
-    `context`: a fasttls.SSLContext with the edge's certificate that verifies the key server
-    (fasttls.keyless.client_context makes one). `timeout`: each request's deadline (seconds)
+    `context`: a fasttls.SSLContext (fasttls.keyless.client_context makes one) or a native
+    fasttls.Context, with the edge's certificate, that verifies the key server. `timeout`: each request's deadline (seconds)
     when its caller gives none; `connect_timeout`: the TLS connection's (default: timeout).
     """
 
     def __init__(self, host: str, port: int, context: Any, *, timeout: float = 5.0,
                  connect_timeout: Optional[float] = None,
                  server_hostname: Optional[str] = None) -> None:
+        from fasttls._context import Context
         from fasttls.stdlib import SSLContext
-        if not isinstance(context, SSLContext):
-            raise TypeError("KeylessClient needs a fasttls.SSLContext (see "
-                            "fasttls.keyless.client_context)")
+        if isinstance(context, Context):
+            # The link runs on fasttls.aio, which takes drop-in contexts: a view of this one.
+            context = SSLContext._around(context)
+        elif not isinstance(context, SSLContext):
+            raise TypeError(f"KeylessClient needs a fasttls.SSLContext or fasttls.Context "
+                            f"(see fasttls.keyless.client_context), not "
+                            f"{type(context).__name__}")
         self.host, self.port, self.context = host, port, context
         self.timeout = timeout
         self.connect_timeout = connect_timeout if connect_timeout is not None else timeout

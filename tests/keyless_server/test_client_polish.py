@@ -37,3 +37,22 @@ def test_a_clients_error_crosses_a_process_boundary(pki, make_client):
         back = pool.submit(pickle.loads, pickle.dumps(info.value)).result(60)
     assert isinstance(back, keyless.KeylessError) and back.reason == "UNREACHABLE"
     assert str(back) == str(info.value)
+
+
+def test_client_takes_a_native_context(pki, key_server):
+    ctx = fasttls.newctx(certfile=str(pki.edge), cafile=str(pki.server_ca))
+    assert isinstance(ctx, fasttls.Context)
+    with keyless.KeylessClient("127.0.0.1", key_server.port, ctx, timeout=5) as client:
+        assert client.sign(request(pki))
+    # Still verified: a native context that does not trust the key server's CA is refused.
+    untrusting = fasttls.newctx(certfile=str(pki.edge), cafile=str(pki.web_ca))
+    with keyless.KeylessClient("127.0.0.1", key_server.port, untrusting, timeout=5) as client:
+        with pytest.raises(keyless.KeylessError) as info:
+            client.sign(request(pki))
+    assert info.value.reason == "UNREACHABLE" and "verification" in str(info.value)
+
+
+def test_client_refuses_other_contexts(pki):
+    import ssl
+    with pytest.raises(TypeError, match="SSLContext or fasttls.Context"):
+        keyless.KeylessClient("127.0.0.1", 1, ssl.create_default_context())
