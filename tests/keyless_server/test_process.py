@@ -10,7 +10,7 @@ import time
 import pytest
 
 import fasttls.keyless as keyless
-from support.interop import free_port
+from support.interop import free_port, wait_for_output
 
 from .conftest import ALLOWED_EDGE, request, start_key_server
 
@@ -149,3 +149,29 @@ def test_command_line_errors_are_named(pki, tmp_path):
     done = subprocess.run([sys.executable, "-m", "fasttls", "keyserver", "--key", str(bad)],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2 and "--cert" in done.stderr
+
+
+def test_sighup_reloads_the_signing_keys(pki, key_server_process, make_client, tmp_path):
+    proc, port = key_server_process()
+    client = make_client(port)
+    new_key_id = keyless.certificate_key_id(pki.unknown_web.cert_chain_pems[0].bytes())
+    with pytest.raises(keyless.KeylessError) as info:
+        client.sign(request(pki, key_id=new_key_id))
+    assert info.value.reason == "UNKNOWN_KEY_ID"
+    keys = tmp_path / "keys"
+    (keys / "new.pem").write_bytes(pki.unknown_web.private_key_pem.bytes())
+    (keys / "rsa.pem").unlink()
+    os.kill(proc.proc.pid, signal.SIGHUP)
+    wait_for_output(proc.err, rb"SIGHUP: reloaded 3 signing keys", proc.proc)
+    assert client.sign(request(pki, key_id=new_key_id))  # added
+    assert client.sign(request(pki, "p256"))  # kept
+    with pytest.raises(keyless.KeylessError) as info:  # removed
+        client.sign(request(pki, "rsa", 0x0804))
+    assert info.value.reason == "UNKNOWN_KEY_ID"
+    # A file that does not load: the keys in use stay, the log names the file.
+    (keys / "broken.pem").write_text("not a key")
+    os.kill(proc.proc.pid, signal.SIGHUP)
+    wait_for_output(proc.err, rb"reloading the keys failed, keeping the old ones: .*broken\.pem",
+                    proc.proc)
+    assert client.sign(request(pki, key_id=new_key_id))
+    assert client.connects == 1  # the same connection throughout
