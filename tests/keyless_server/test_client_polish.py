@@ -56,3 +56,49 @@ def test_client_refuses_other_contexts(pki):
     import ssl
     with pytest.raises(TypeError, match="SSLContext or fasttls.Context"):
         keyless.KeylessClient("127.0.0.1", 1, ssl.create_default_context())
+
+
+def test_client_backs_off_after_a_failed_connect(pki, make_client):
+    import time
+    client = make_client(closed_port(), timeout=2, backoff=0.3, max_backoff=0.6)
+    with pytest.raises(keyless.KeylessError, match="ConnectionRefusedError"):
+        client.sign(request(pki))
+    assert client.connect_attempts == 1
+    for _ in range(5):  # within the back-off: failed at once, no new attempt
+        with pytest.raises(keyless.KeylessError) as info:
+            client.sign(request(pki))
+        assert info.value.reason == "UNREACHABLE"
+        assert "not reconnecting" in str(info.value) and "ConnectionRefused" in str(info.value)
+    assert client.connect_attempts == 1
+    time.sleep(0.35)
+    with pytest.raises(keyless.KeylessError, match="ConnectionRefusedError"):
+        client.sign(request(pki))
+    assert client.connect_attempts == 2  # tried again; now 0.6 s (doubled, at the bound)
+    time.sleep(0.35)
+    with pytest.raises(keyless.KeylessError, match="not reconnecting"):
+        client.sign(request(pki))
+    time.sleep(0.3)
+    with pytest.raises(keyless.KeylessError):
+        client.sign(request(pki))
+    assert client.connect_attempts == 3
+
+
+def test_a_connection_made_resets_the_back_off(pki, key_server, make_client):
+    import time
+    client = make_client(key_server.port, timeout=2, backoff=0.2)
+    key_server.stop_thread()
+    with pytest.raises(keyless.KeylessError):
+        client.sign(request(pki))
+    server = keyless.KeyServer(pki.keys(), pki.server_context(), ["edge1.example"],
+                               port=key_server.port).start_thread()
+    try:
+        time.sleep(0.25)
+        assert client.sign(request(pki))  # after the back-off: connected
+        assert client._failures == 0
+    finally:
+        server.stop_thread()
+
+
+def test_back_off_settings_are_checked(pki):
+    with pytest.raises(ValueError, match="backoff"):
+        keyless.KeylessClient("127.0.0.1", 1, pki.client_context(), backoff=2, max_backoff=1)
