@@ -174,7 +174,7 @@ class KeylessClient:
     def __init__(self, host: str, port: int, context: Any, *, timeout: float = 5.0,
                  connect_timeout: Optional[float] = None,
                  server_hostname: Optional[str] = None, backoff: float = 0.1,
-                 max_backoff: float = 5.0) -> None:
+                 max_backoff: float = 2.0) -> None:
         from fasttls._context import Context
         from fasttls.stdlib import SSLContext
         if isinstance(context, Context):

@@ -89,7 +89,8 @@ def test_killed_mid_request_fails_fast_then_reconnects(pki, key_server_process, 
     assert info.value.reason == "UNREACHABLE"
     assert "ConnectionRefusedError" in str(info.value) and str(port) in str(info.value)
 
-    key_server_process(port)  # back on the same port: the client reconnects by itself
+    key_server_process(port)  # back on the same port: the client reconnects by itself...
+    time.sleep(client.backoff)  # ...once past its back-off after the refused connect
     assert client.sign(request(pki))
     assert client.connects == 2
 
