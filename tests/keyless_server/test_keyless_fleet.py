@@ -237,8 +237,6 @@ def test_key_server_killed_mid_run(pki, fleet, tmp_path):
 
     results, after_kill = asyncio.run(run_killed())
     proc.proc.wait(10)
-    print(f"\nkey server killed with {in_flight} handshakes in flight: their clients failed "
-          f"{after_kill:.3f} s later")
     assert all(isinstance(r, ssl.SSLError) and "INTERNAL_ERROR" in str(r) for r in results), \
         results
     assert after_kill < BOUND  # on the loss, not at the handshake's or the client's deadline
@@ -247,6 +245,8 @@ def test_key_server_killed_mid_run(pki, fleet, tmp_path):
             break
         time.sleep(0.01)
     assert len(edge.errors) == in_flight
+    print(f"\nkey server killed with {in_flight} handshakes in flight: their clients failed "
+          f"{after_kill:.3f} s later; the edge raised: {edge.errors[0]}")
     for error in edge.errors:
         assert isinstance(error, fasttls.KeylessError), error
         assert error.reason == "CONNECTION_LOST", error
