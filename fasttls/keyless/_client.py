@@ -415,8 +415,7 @@ class KeylessClient:
             self._connecting = None
             self._failures += 1
             self._last_error = error
-            delay = min(self.max_backoff, self.backoff * 2 ** (self._failures - 1))
-            self._retry_at = loop.time() + delay
+            self._retry_at = loop.time() + self._backoff_after(self._failures)
             waiting, self._waiting = self._waiting, []
             for job in waiting:
                 job.finish(None, error)
@@ -430,6 +429,10 @@ class KeylessClient:
         for job in waiting:
             if job.done is not None:
                 link.send(job)
+
+    def _backoff_after(self, failures: int) -> float:
+        """Seconds without a connect attempt after `failures` failed ones in a row."""
+        return min(self.max_backoff, self.backoff * 2 ** min(failures - 1, 32))
 
     def _lost(self, link: _Link) -> None:
         if self._link is link:

@@ -60,7 +60,7 @@ def test_client_refuses_other_contexts(pki):
 
 def test_client_backs_off_after_a_failed_connect(pki, make_client):
     import time
-    client = make_client(closed_port(), timeout=2, backoff=0.3, max_backoff=0.6)
+    client = make_client(closed_port(), timeout=2, backoff=1.0, max_backoff=1.5)
     with pytest.raises(keyless.KeylessError, match="ConnectionRefusedError"):
         client.sign(request(pki))
     assert client.connect_attempts == 1
@@ -70,17 +70,18 @@ def test_client_backs_off_after_a_failed_connect(pki, make_client):
         assert info.value.reason == "UNREACHABLE"
         assert "not reconnecting" in str(info.value) and "ConnectionRefused" in str(info.value)
     assert client.connect_attempts == 1
-    time.sleep(0.35)
+    time.sleep(1.05)
     with pytest.raises(keyless.KeylessError, match="ConnectionRefusedError"):
         client.sign(request(pki))
-    assert client.connect_attempts == 2  # tried again; now 0.6 s (doubled, at the bound)
-    time.sleep(0.35)
-    with pytest.raises(keyless.KeylessError, match="not reconnecting"):
+    assert client.connect_attempts == 2  # tried again once the back-off was over
+    with pytest.raises(keyless.KeylessError) as info:
         client.sign(request(pki))
-    time.sleep(0.3)
-    with pytest.raises(keyless.KeylessError):
-        client.sign(request(pki))
-    assert client.connect_attempts == 3
+    assert "after 2 failed attempts" in str(info.value)
+    assert client.connect_attempts == 2
+    # Doubling with each failure in a row, up to max_backoff.
+    assert [client._backoff_after(n) for n in (1, 2, 3, 100)] == [1.0, 1.5, 1.5, 1.5]
+    other = make_client(closed_port(), backoff=0.1, max_backoff=2.0)
+    assert [other._backoff_after(n) for n in (1, 2, 3, 4, 5, 6)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0]
 
 
 def test_a_connection_made_resets_the_back_off(pki, key_server, make_client):
