@@ -1,12 +1,14 @@
 """Command line: ``python -m fasttls bench [--quick] [--json] [--no-pin-malloc] [--memory [PAIRS]]
 [--rows NAME,...] [--plot FILE.png]``, ``python -m fasttls bench --keyless [--quick]`` (the
 harness is the fasttls.bench package, imported only for ``bench``), and ``python -m fasttls
-keyserver ...`` (fasttls.keyless, docs/KEYLESS.md)."""
+keyserver ...`` (fasttls.keyless, docs/KEYLESS.md, imported only for ``keyserver``)."""
 import argparse
 import sys
 
 
-def build_parser():
+def build_parser(keyserver: bool = False):
+    """The command line's parser; the keyserver subcommand's options (which import
+    fasttls.keyless) only with `keyserver`."""
     parser = argparse.ArgumentParser(prog="python -m fasttls", description="fasttls tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -34,14 +36,20 @@ def build_parser():
                             "against a key server in a child process (fasttls.bench.keyless)")
     bench.add_argument("--signing", choices=("auto", "inline", "threads"), default="auto",
                        help="with --keyless: the key server's --signing")
-    from fasttls.keyless import _cli as keyserver_cli
+    if keyserver:
+        from fasttls.keyless import _cli as keyserver_cli
 
-    keyserver_cli.add_parser(sub)
+        keyserver_cli.add_parser(sub)
+    else:
+        # Listed in --help without importing fasttls.keyless; main() builds the real one
+        # when the command is keyserver.
+        sub.add_parser("keyserver", help="run a keyless key server (docs/KEYLESS.md)")
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(keyserver=argv[:1] == ["keyserver"]).parse_args(argv)
     if args.command == "bench":
         if args.keyless:
             from fasttls.bench import keyless as keyless_bench

@@ -71,6 +71,12 @@ class KeylessError(SSLError):
         super().__init__(ssl.SSL_ERROR_SSL, message)
         self.reason = reason
 
+    def __reduce__(self) -> "tuple":
+        # OSError's reduce would call the class with its args, (errno, message): rebuild from
+        # (message, reason) instead, then restore the rest (alert, ...) from __dict__, so the
+        # error crosses process boundaries (multiprocessing, concurrent.futures) intact.
+        return type(self), (self.strerror, self.reason), self.__dict__
+
 
 class OCSPError(SSLError):
     """An OCSP response for stapling could not be had (fasttls.OCSPStapler) or is not good.

@@ -155,3 +155,18 @@ def test_plot_without_matplotlib(tmp_path):
     assert proc.returncode == 2
     assert "--plot needs matplotlib" in proc.stderr and "fasttls[plot]" in proc.stderr
     assert proc.stdout == "" and not path.exists()
+
+
+def test_bench_does_not_load_the_key_server():
+    """`python -m fasttls bench` parses its command line and loads its harness without
+    importing fasttls.keyless; `keyserver` loads it."""
+    code = ("import sys; from fasttls.__main__ import build_parser; "
+            "build_parser().parse_args(['bench', '--quick']); import fasttls.bench; "
+            "print(sorted(m for m in sys.modules if m.startswith('fasttls.keyless')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    done = subprocess.run([sys.executable, "-m", "fasttls", "keyserver", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--answer-delay-ms" in done.stdout

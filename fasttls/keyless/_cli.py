@@ -5,7 +5,7 @@
         --allow edge1.example --allow sha256:3f…
 
 Prints "listening on HOST:PORT" once it accepts connections (port 0 picks a free one), runs
-until SIGINT/SIGTERM.
+until SIGINT/SIGTERM; SIGHUP reloads the signing keys (KeyServer.reload_keys).
 """
 import argparse
 import asyncio
@@ -103,7 +103,22 @@ async def _serve(server: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if hasattr(signal, "SIGHUP"):
+        loop.add_signal_handler(signal.SIGHUP, _reload, server)
     try:
         await stop.wait()
     finally:
         await server.close()
+
+
+def _reload(server: Any) -> None:
+    """SIGHUP: read the signing keys again; a bad file keeps the old keys (and says which)."""
+    log = logging.getLogger("fasttls.keyless")
+    try:
+        count = server.reload_keys()
+    except Exception as exc:  # the server keeps serving with the keys it has
+        log.error("SIGHUP: reloading the keys failed, keeping the old ones: %s", exc)
+        return
+    log.warning("SIGHUP: reloaded %d signing keys", count)
+    for key in server.keys:
+        log.info("key %s (%s) from %s", key.key_id.hex(), key.key_type, key.name)

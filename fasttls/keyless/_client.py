@@ -127,6 +127,7 @@ class _Link(asyncio.Protocol):
         if job is None:
             return  # answered after its deadline: the caller has gone
         if response.status == Status.OK:
+            self.client.signatures += 1
             job.finish(response.body, None)
             return
         try:
@@ -161,18 +162,28 @@ class _Link(asyncio.Protocol):
 class KeylessClient:
     """The edge's client of a key server: a Signer for keyless contexts.
 
-    `context`: a fasttls.SSLContext with the edge's certificate that verifies the key server
-    (fasttls.keyless.client_context makes one). `timeout`: each request's deadline (seconds)
-    when its caller gives none; `connect_timeout`: the TLS connection's (default: timeout).
+    `context`: a fasttls.SSLContext (fasttls.keyless.client_context makes one) or a native
+    fasttls.Context, with the edge's certificate, that verifies the key server. `timeout`:
+    each request's deadline (seconds) when its caller gives none; `connect_timeout`: the TLS
+    connection's (default: timeout). `backoff`, `max_backoff`: after a connect fails,
+    requests fail at once (with that failure's reason; the message says so) for `backoff`
+    seconds, doubling with each failure in a row up to `max_backoff`; a connection made
+    resets it. A connection lost after it was made is retried on the next request at once.
     """
 
     def __init__(self, host: str, port: int, context: Any, *, timeout: float = 5.0,
                  connect_timeout: Optional[float] = None,
-                 server_hostname: Optional[str] = None) -> None:
+                 server_hostname: Optional[str] = None, backoff: float = 0.1,
+                 max_backoff: float = 2.0) -> None:
+        from fasttls._context import Context
         from fasttls.stdlib import SSLContext
-        if not isinstance(context, SSLContext):
-            raise TypeError("KeylessClient needs a fasttls.SSLContext (see "
-                            "fasttls.keyless.client_context)")
+        if isinstance(context, Context):
+            # The link runs on fasttls.aio, which takes drop-in contexts: a view of this one.
+            context = SSLContext._around(context)
+        elif not isinstance(context, SSLContext):
+            raise TypeError(f"KeylessClient needs a fasttls.SSLContext or fasttls.Context "
+                            f"(see fasttls.keyless.client_context), not "
+                            f"{type(context).__name__}")
         self.host, self.port, self.context = host, port, context
         self.timeout = timeout
         self.connect_timeout = connect_timeout if connect_timeout is not None else timeout
@@ -185,7 +196,15 @@ class KeylessClient:
         self._connecting: Optional["asyncio.Task[None]"] = None
         self._waiting: List[_Job] = []
         self._closed = False
+        if backoff < 0 or max_backoff < backoff:
+            raise ValueError("need 0 <= backoff <= max_backoff")
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self._failures = 0  # connect attempts failed in a row
+        self._retry_at = 0.0  # (the I/O loop's clock) no attempt before this
+        self._last_error: Optional[KeylessError] = None
         self.connects = 0  # connections made (a reconnect counts again)
+        self.connect_attempts = 0
+        self.signatures = 0  # signatures the key server answered (counted on the I/O thread)
 
     # ---- the Signer interface ----
 
@@ -340,6 +359,16 @@ class KeylessClient:
         if link is not None and link.transport is not None and link.error is None:
             link.send(job)
             return
+        if self._connecting is None and loop.time() < self._retry_at:
+            # Backing off after a failed connect: fail at once rather than knock on every
+            # request (a fleet of edges would hammer a key server that is coming back up).
+            assert self._last_error is not None
+            job.finish(None, keyless_error(self._last_error.reason or "UNREACHABLE",
+                                           f"not reconnecting for another "
+                                           f"{self._retry_at - loop.time():.2f} s after "
+                                           f"{self._failures} failed attempts; last: "
+                                           f"{self._last_error}"))
+            return
         self._waiting.append(job)
         if self._connecting is None:
             self._connecting = loop.create_task(self._connect())
@@ -367,6 +396,7 @@ class KeylessClient:
 
     async def _connect(self) -> None:
         loop = self._loop
+        self.connect_attempts += 1
         try:
             _, link = await asyncio.wait_for(
                 loop.create_connection(lambda: _Link(self), self.host, self.port,
@@ -383,11 +413,15 @@ class KeylessClient:
             else:
                 error = _as_keyless_error(exc, f"while connecting to {self.host}:{self.port}")
             self._connecting = None
+            self._failures += 1
+            self._last_error = error
+            self._retry_at = loop.time() + self._backoff_after(self._failures)
             waiting, self._waiting = self._waiting, []
             for job in waiting:
                 job.finish(None, error)
             return
         self._connecting = None
+        self._failures, self._retry_at, self._last_error = 0, 0.0, None
         self.connects += 1
         if link.error is None and link.transport is not None:
             self._link = link  # else it ended already: the jobs below fail with its error
@@ -395,6 +429,10 @@ class KeylessClient:
         for job in waiting:
             if job.done is not None:
                 link.send(job)
+
+    def _backoff_after(self, failures: int) -> float:
+        """Seconds without a connect attempt after `failures` failed ones in a row."""
+        return min(self.max_backoff, self.backoff * 2 ** min(failures - 1, 32))
 
     def _lost(self, link: _Link) -> None:
         if self._link is link:

@@ -5,7 +5,7 @@ certificate alone (`certificate_key_id`) and the key server from the private key
 """
 import os
 import pathlib
-from typing import Dict, Iterable, Iterator, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from fasttls._binding import ffi, lib
 from fasttls._errors import error_from_queue
@@ -94,23 +94,41 @@ class KeyStore:
 
     def __init__(self, keys: Iterable[PrivateKey] = ()) -> None:
         self._keys: Dict[bytes, PrivateKey] = {}
+        self._added: List[PrivateKey] = []  # given as objects: kept by reloaded()
+        self._sources: List[Tuple[PathLike, Union[str, bytes, None]]] = []  # load()'s
         for key in keys:
             self.add(key)
 
     def add(self, key: PrivateKey) -> None:
         self._keys[key.key_id] = key
+        self._added.append(key)
 
     def load(self, path: PathLike, password: Union[str, bytes, None] = None) -> None:
         """Load a PEM file, or every *.pem / *.key file of a directory."""
+        self._load(path, password)
+        self._sources.append((path, password))
+
+    def reloaded(self) -> "KeyStore":
+        """A new KeyStore read again from the same files and directories (keys added as
+        objects kept as they are): new files appear, removed ones go, changed ones change.
+        Raises as load() does, naming the file; this store is left unchanged."""
+        fresh = KeyStore(self._added)
+        for path, password in self._sources:
+            fresh.load(path, password)
+        return fresh
+
+    def _load(self, path: PathLike, password: Union[str, bytes, None]) -> None:
         p = pathlib.Path(path)
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix in (".pem", ".key") and f.is_file())
             if not files:
                 raise keyless_error("INTERNAL", f"no *.pem or *.key file in {p}")
             for f in files:
-                self.add(PrivateKey.from_file(f, password))
+                key = PrivateKey.from_file(f, password)
+                self._keys[key.key_id] = key
         else:
-            self.add(PrivateKey.from_file(p, password))
+            key = PrivateKey.from_file(p, password)
+            self._keys[key.key_id] = key
 
     def get(self, key_id: bytes) -> Optional[PrivateKey]:
         return self._keys.get(key_id)

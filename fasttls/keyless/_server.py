@@ -87,6 +87,20 @@ class KeyServer:
         self.stats: Dict[str, int] = {status.name: 0 for status in Status}
         self.stats["edges_refused"] = 0
 
+    def reload_keys(self) -> int:
+        """Read the signing keys again from the files and directories they were loaded from
+        (KeyStore.reloaded; the CLI does this on SIGHUP) and answer with the new set from the
+        next request on; requests already being signed finish with the key they have. A file
+        that fails to load raises (OSError, fasttls.SSLError or KeylessError naming it) and
+        the keys in use stay as they were. Returns the number of keys now held. Call it on the
+        server's loop (or before start); a swap of one reference, so it is safe anywhere."""
+        fresh = self.keys.reloaded()
+        if not len(fresh):
+            raise ValueError("reloading left the key server without keys: keeping the old ones")
+        self.keys = fresh
+        log.info("reloaded %d signing keys", len(fresh))
+        return len(fresh)
+
     # ---- running on the caller's loop ----
 
     async def start(self) -> None:

@@ -144,6 +144,16 @@ class SSLContext(_StdSSLContext):
         self.client_session_cache = True
         return self
 
+    @classmethod
+    def _around(cls, native: Context, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> "SSLContext":
+        """A drop-in context whose settings are `native`'s own (not a copy: both see every
+        change), for code that takes a native Context where an ssl.SSLContext is needed (e.g.
+        fasttls.keyless.KeylessClient on fasttls.aio). The stdlib-only state (session cache,
+        sni_callback, msg_callback) is the view's own."""
+        view = cls(protocol)
+        view._fasttls = native
+        return view
+
     # ---- engine objects for ssl.SSLSocket / ssl.SSLObject ----
 
     def _wrap_socket(self, sock, server_side, server_hostname=None, *, owner=None, session=None):

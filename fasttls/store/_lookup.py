@@ -1,6 +1,7 @@
 """SessionLookup: the handshake paused for a session to be fetched from the shared store."""
 import logging
 import time
+import weakref
 from typing import Any, Optional
 
 from fasttls._binding import ffi, lib
@@ -34,7 +35,10 @@ class SessionLookup:
 
     def __init__(self, tls: Any, store: Any) -> None:
         conn = tls._conn
-        self._tls = tls
+        # Weakly, as SigningRequest does: the connection holds this (TLS.pause), and a strong
+        # reference back would make a cycle per lookup, freed only by the garbage collector
+        # (on whatever thread runs it). Without its connection, a lookup is moot.
+        self._tls: Optional[weakref.ref] = weakref.ref(tls)
         self.store = store
         self.key: bytes = ffi.unpack(ffi.cast("char *", conn.session_key), conn.session_key_len)
         self.error: Optional[BaseException] = None
@@ -42,12 +46,13 @@ class SessionLookup:
 
     @property
     def resolved(self) -> bool:
-        return self._tls is None
+        return self._tls is None or self._tls() is None
 
     def hand_in(self, value: Optional[bytes]) -> None:
         """The store's answer: the value kept under `key`, or None. Only the first answer
         counts."""
-        tls, self._tls = self._tls, None
+        ref, self._tls = self._tls, None
+        tls = ref() if ref is not None else None
         if tls is None or tls._conn.ssl == ffi.NULL:
             return
         if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
@@ -78,5 +83,5 @@ class SessionLookup:
         self.hand_in(value)
 
     def __repr__(self) -> str:
-        state = "resolved" if self._tls is None else "pending"
+        state = "resolved" if self.resolved else "pending"
         return f"<SessionLookup {self.key.hex()[:16]}... {state}>"

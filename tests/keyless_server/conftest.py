@@ -3,6 +3,7 @@ and off the allow-list, a stranger edge from another CA, and the signing keys (t
 halves of three web server certificates) the key server holds."""
 import hashlib
 import os
+import sys
 import types
 
 import pytest
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import fasttls.keyless as keyless
+from support.interop import Process, wait_for_output
 
 ALLOWED_EDGE = "edge1.example"
 
@@ -122,3 +124,19 @@ def make_client(pki):
     yield make
     for client in clients:
         client.close()
+
+
+def start_key_server(pki, tmp_path, port, name="keyserver", extra=()):
+    """`python -m fasttls keyserver` in a child process holding every signing key, allowing
+    edge1 only; returns once it listens (a support.interop.Process with .port; stop()
+    kills it)."""
+    keys = tmp_path / "keys"
+    keys.mkdir(exist_ok=True)
+    for key_type, path in pki.signing_files.items():
+        (keys / f"{key_type}.pem").write_bytes(path.read_bytes())
+    proc = Process([sys.executable, "-m", "fasttls", "keyserver", "--listen", f"127.0.0.1:{port}",
+                    "--key", keys, "--cert", pki.server, "--client-ca", pki.edge_ca,
+                    "--allow", ALLOWED_EDGE, "--log-level", "WARNING", *extra], tmp_path, name)
+    listening = wait_for_output(proc.out, rb"listening on 127\.0\.0\.1:(\d+)", proc.proc)
+    proc.port = int(listening.group(1))
+    return proc

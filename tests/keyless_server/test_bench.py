@@ -10,6 +10,6 @@ def test_keyless_bench_reports_every_row(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rates = dict(re.findall(r"^  (.+?)\s+([\d,]+)/s$", done.stdout, re.M))
-    assert len(rates) == 8, done.stdout
-    assert sum(name.startswith("baseline") for name in rates) == 2
+    assert len(rates) == 9, done.stdout
+    assert sum(name.startswith("baseline") for name in rates) == 3
     assert all(int(rate.replace(",", "")) > 0 for rate in rates.values())

@@ -10,23 +10,11 @@ import time
 import pytest
 
 import fasttls.keyless as keyless
-from support.interop import Process, free_port, wait_for_output
+from support.interop import free_port, wait_for_output
 
-from .conftest import ALLOWED_EDGE, request
+from .conftest import ALLOWED_EDGE, request, start_key_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP/SIGKILL")
-
-
-def start_key_server(pki, tmp_path, port, name="keyserver"):
-    keys = tmp_path / "keys"
-    keys.mkdir(exist_ok=True)
-    for key_type, path in pki.signing_files.items():
-        (keys / f"{key_type}.pem").write_bytes(path.read_bytes())
-    proc = Process([sys.executable, "-m", "fasttls", "keyserver", "--listen", f"127.0.0.1:{port}",
-                    "--key", keys, "--cert", pki.server, "--client-ca", pki.edge_ca,
-                    "--allow", ALLOWED_EDGE, "--log-level", "WARNING"], tmp_path, name)
-    wait_for_output(proc.out, rb"listening on 127\.0\.0\.1:(\d+)", proc.proc)
-    return proc
 
 
 @pytest.fixture
@@ -101,7 +89,8 @@ def test_killed_mid_request_fails_fast_then_reconnects(pki, key_server_process, 
     assert info.value.reason == "UNREACHABLE"
     assert "ConnectionRefusedError" in str(info.value) and str(port) in str(info.value)
 
-    key_server_process(port)  # back on the same port: the client reconnects by itself
+    key_server_process(port)  # back on the same port: the client reconnects by itself...
+    time.sleep(client.backoff)  # ...once past its back-off after the refused connect
     assert client.sign(request(pki))
     assert client.connects == 2
 
@@ -161,3 +150,29 @@ def test_command_line_errors_are_named(pki, tmp_path):
     done = subprocess.run([sys.executable, "-m", "fasttls", "keyserver", "--key", str(bad)],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2 and "--cert" in done.stderr
+
+
+def test_sighup_reloads_the_signing_keys(pki, key_server_process, make_client, tmp_path):
+    proc, port = key_server_process()
+    client = make_client(port)
+    new_key_id = keyless.certificate_key_id(pki.unknown_web.cert_chain_pems[0].bytes())
+    with pytest.raises(keyless.KeylessError) as info:
+        client.sign(request(pki, key_id=new_key_id))
+    assert info.value.reason == "UNKNOWN_KEY_ID"
+    keys = tmp_path / "keys"
+    (keys / "new.pem").write_bytes(pki.unknown_web.private_key_pem.bytes())
+    (keys / "rsa.pem").unlink()
+    os.kill(proc.proc.pid, signal.SIGHUP)
+    wait_for_output(proc.err, rb"SIGHUP: reloaded 3 signing keys", proc.proc)
+    assert client.sign(request(pki, key_id=new_key_id))  # added
+    assert client.sign(request(pki, "p256"))  # kept
+    with pytest.raises(keyless.KeylessError) as info:  # removed
+        client.sign(request(pki, "rsa", 0x0804))
+    assert info.value.reason == "UNKNOWN_KEY_ID"
+    # A file that does not load: the keys in use stay, the log names the file.
+    (keys / "broken.pem").write_text("not a key")
+    os.kill(proc.proc.pid, signal.SIGHUP)
+    wait_for_output(proc.err, rb"reloading the keys failed, keeping the old ones: .*broken\.pem",
+                    proc.proc)
+    assert client.sign(request(pki, key_id=new_key_id))
+    assert client.connects == 1  # the same connection throughout

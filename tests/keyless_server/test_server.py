@@ -458,3 +458,26 @@ def test_cancelled_sign_async_is_forgotten(pki, make_client):
         assert client.connects == 1
     finally:
         server.stop_thread()
+
+
+def test_reload_keys_reads_the_files_again(pki, tmp_path, make_client):
+    keys_dir = tmp_path / "reload-keys"
+    keys_dir.mkdir()
+    (keys_dir / "p256.pem").write_bytes(pki.signing_files["p256"].read_bytes())
+    store = keyless.KeyStore()
+    store.load(keys_dir)
+    server = keyless.KeyServer(store, pki.server_context(), [ALLOWED_EDGE]).start_thread()
+    try:
+        client = make_client(server.port)
+        assert client.sign(request(pki, "p256"))
+        with pytest.raises(keyless.KeylessError, match="UNKNOWN_KEY_ID"):
+            client.sign(request(pki, "rsa", 0x0804))
+        (keys_dir / "rsa.key").write_bytes(pki.signing_files["rsa"].read_bytes())
+        assert server.reload_keys() == 2
+        assert client.sign(request(pki, "rsa", 0x0804))
+        (keys_dir / "bad.pem").write_text("not a key")
+        with pytest.raises(fasttls.SSLError, match="bad.pem"):
+            server.reload_keys()
+        assert len(server.keys) == 2 and client.sign(request(pki, "rsa", 0x0804))
+    finally:
+        server.stop_thread()

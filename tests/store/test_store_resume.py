@@ -336,3 +336,30 @@ def test_a_store_turns_stateless_tickets_off_shared_keys_included(ident):
     client = fasttls.newtls("client", cctx, "localhost")
     pump(client, fasttls.newtls("server", sctx))
     assert client.session.has_ticket and len(store) == 1
+
+
+def test_the_lookup_holds_its_connection_weakly(ident):
+    """No reference cycle per lookup (TLS.pause -> lookup -> TLS): a connection dropped while
+    its lookup is pending goes at once, without the garbage collector, and the lookup, handed
+    in afterwards, does nothing."""
+    import gc
+    import weakref
+
+    store = MemoryStore()
+    cctx = client_ctx(ident)
+    first, _ = full_handshake(ident, cctx, store)
+    client = fasttls.newtls("client", cctx, "localhost", session=first.session)
+    server = fasttls.newtls("server", store_ctx(ident, store))
+    server.handshake(client.handshake())
+    lookup = server.pause
+    assert isinstance(lookup, SessionLookup) and not lookup.resolved
+    gone = weakref.ref(server)
+    gc.disable()
+    try:
+        del server
+        assert gone() is None  # freed by reference counting alone: no cycle
+    finally:
+        gc.enable()
+    assert lookup.resolved
+    lookup.hand_in(store.get(lookup.key))  # moot: nothing to hand it to
+    assert not lookup.found
