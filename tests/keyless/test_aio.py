@@ -8,10 +8,10 @@ import asyncio
 import concurrent.futures
 import socket
 import ssl
-import sys
 import time
 
 import pytest
+from support.loops import LOOPS, patched_loop
 from support.signers import FailingSigner, LocalSigner
 
 import fasttls
@@ -20,25 +20,10 @@ import fasttls.aio
 CLIENTS = 100
 BOUND = 5.0  # "well under a second" for 100 x 50 ms; this only guards against hangs
 
-LOOPS = ["selector"]
-if sys.platform != "win32":
-    LOOPS.append("uvloop")
-
-
 @pytest.fixture(params=LOOPS)
 def loop(request):
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        raw = uvloop.new_event_loop()
-    else:
-        raw = asyncio.SelectorEventLoop()
-    loop = fasttls.aio.patch_loop(raw)
-    errors = []
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield loop
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-    assert not errors, [e.get("message") for e in errors]
+    with patched_loop(request.param) as patched:
+        yield patched
 
 
 class DeadlineSigner(LocalSigner):

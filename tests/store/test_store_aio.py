@@ -6,11 +6,11 @@ import concurrent.futures
 import functools
 import socket
 import ssl
-import sys
 import threading
 import time
 
 import pytest
+from support.loops import LOOPS, patched_loop
 from support.pairs import VERSIONS
 from support.peers import stdlib_client_context
 from support.stores import DownStore, dropin_store_ctx
@@ -24,25 +24,10 @@ CLIENTS = 20
 BOUND = 30.0  # guards against hangs only
 fetch = functools.partial(fetch_within, timeout=BOUND)  # positional arguments: run_in_executor
 
-LOOPS = ["selector"]
-if sys.platform != "win32":
-    LOOPS.append("uvloop")
-
-
 @pytest.fixture(params=LOOPS)
 def loop(request):
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        raw = uvloop.new_event_loop()
-    else:
-        raw = asyncio.SelectorEventLoop()
-    loop = fasttls.aio.patch_loop(raw)
-    errors = []
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield loop
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-    assert not errors, [e.get("message") for e in errors]
+    with patched_loop(request.param) as patched:
+        yield patched
 
 
 class GatheringStore(MemoryStore):
