@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import re
-import socket
 import subprocess
 import threading
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import fasttls
+from support.accept import accept_until, local_listener
 from support.requires import require_program, skip_or_fail
 
 SCAN_TIMEOUT = 120.0  # the scan takes about a second on loopback
@@ -95,10 +95,7 @@ class ScanTarget:
     def __init__(self, chain, key):
         self.ctx = fasttls.newctx()  # default settings: that is what is scanned
         self.ctx.set_cert(chain, key)
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(128)
-        self.listener.settimeout(0.2)
+        self.listener = local_listener()
         self.port = self.listener.getsockname()[1]
         self.stopping = threading.Event()
         self.workers = []
@@ -107,16 +104,12 @@ class ScanTarget:
         self.accept_thread.start()
 
     def accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            worker = threading.Thread(target=self.serve, args=(sock,), daemon=True)
-            self.workers.append(worker)
-            worker.start()
+        accept_until(self.listener, self.stopping, self.start_worker)
+
+    def start_worker(self, sock):
+        worker = threading.Thread(target=self.serve, args=(sock,), daemon=True)
+        self.workers.append(worker)
+        worker.start()
 
     def serve(self, sock):
         with sock:

@@ -20,6 +20,7 @@ import pytest
 
 import fasttls
 from fasttls.bench.fleet.clients import read_until_closed
+from support.accept import accept_until, local_listener
 from support.pairs import TLS12, TLS13, VERSIONS, VERSION_NAME
 from support.requires import require_program
 
@@ -49,8 +50,7 @@ class TicketServer:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
+        self.listener = local_listener()
         self.port = self.listener.getsockname()[1]
         self.errors = []
         self.reused = []
@@ -59,21 +59,15 @@ class TicketServer:
         self._thread.start()
 
     def _serve(self):
-        for _ in range(100000):  # bounded: 0.2 s per idle accept
-            if self._stop.is_set():
-                return
+        accept_until(self.listener, self._stop, self._handle)
+
+    def _handle(self, sock):
+        with sock:
+            sock.settimeout(SOCKET_TIMEOUT)
             try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with sock:
-                sock.settimeout(SOCKET_TIMEOUT)
-                try:
-                    self._one(sock)
-                except Exception as exc:  # kept for stop(); the client sees the failure too
-                    self.errors.append(exc)
+                self._one(sock)
+            except Exception as exc:  # kept for stop(); the client sees the failure too
+                self.errors.append(exc)
 
     def _one(self, sock):
         tls = fasttls.newtls("server", self.ctx)

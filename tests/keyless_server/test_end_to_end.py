@@ -13,6 +13,7 @@ import pytest
 import fasttls
 import fasttls.aio
 import fasttls.keyless as keyless
+from support.accept import accept_until, local_listener
 from support.requires import require_program
 
 from .conftest import ALLOWED_EDGE
@@ -28,8 +29,7 @@ class DropinEdge:
     def __init__(self, ctx):
         self.ctx = ctx
         self.errors = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
+        self.listener = local_listener()
         self.port = self.listener.getsockname()[1]
         self.stop = threading.Event()
         self.threads = []
@@ -37,16 +37,12 @@ class DropinEdge:
         self.acceptor.start()
 
     def _accept(self):
-        while not self.stop.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(sock,))
-            self.threads.append(thread)
-            thread.start()
+        accept_until(self.listener, self.stop, self._start_serving)
+
+    def _start_serving(self, sock):
+        thread = threading.Thread(target=self._serve, args=(sock,))
+        self.threads.append(thread)
+        thread.start()
 
     def _serve(self, sock):
         sock.settimeout(5)

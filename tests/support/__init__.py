@@ -10,4 +10,6 @@ because tests/ is on sys.path (pyproject's pytest ``pythonpath``; scripts add it
 - ``interop``: the interop matrix's cells, peer processes and fasttls endpoints.
 - ``hostile``: the case runner and shared scenarios of tests/test_hostile_*.py;
   ``hostile_certs`` their certificates, ``records`` TLS records sealed under real keys.
+- ``accept``: the bounded accept loop and 127.0.0.1 listener of the threaded test servers.
+- ``loops``: the patched selector and uvloop event loops of the fasttls.aio tests.
 """

@@ -2,11 +2,11 @@
 sans-IO TLS over its socket (the signing pause resolved by hand, as an application would), or
 the socket operations (`handshake_on`). It answers any request with RESPONSE, then
 close_notify, and records what happened to each connection in `results`."""
-import socket
 import threading
 import time
 
 import fasttls
+from support.accept import accept_until, local_listener
 
 RESPONSE = b"HTTP/1.0 200 OK\r\n\r\nkeyless ok\n"
 SOCKET_TIMEOUT = 10.0
@@ -29,10 +29,7 @@ class KeylessServer:
         self.sign_timeout = sign_timeout
         self.results = []
         self._lock = threading.Lock()
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self._listener.settimeout(0.2)
+        self._listener = local_listener()
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
         self._threads = []
@@ -40,19 +37,15 @@ class KeylessServer:
         self._acceptor.start()
 
     def _accept(self):
-        while not self._stop.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            result = Result()
-            with self._lock:
-                self.results.append(result)
-            thread = threading.Thread(target=self._serve, args=(sock, result), daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        accept_until(self._listener, self._stop, self._start_serving)
+
+    def _start_serving(self, sock):
+        result = Result()
+        with self._lock:
+            self.results.append(result)
+        thread = threading.Thread(target=self._serve, args=(sock, result), daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _serve(self, sock, result):
         start = time.monotonic()
