@@ -369,7 +369,7 @@ def store_workload(pem, server_ctx):
 
     import fasttls
     from fasttls.store import MemoryStore, SealedStore, SealingKey
-    from support.pump import pump
+    from support.pump import first_session, resume
 
     inner = MemoryStore()
     stores = (inner, SealedStore(inner, SealingKey(bytearray(32))))
@@ -378,13 +378,8 @@ def store_workload(pem, server_ctx):
         for store in stores:
             sctx = server_ctx("ecdsa")
             sctx.set_session_store(store)
-            client = fasttls.newtls("client", cctx, "localhost")
-            pump(client, fasttls.newtls("server", sctx))
-            client.read(b"")
-            session = client.session
-            again = fasttls.newtls("client", cctx, "localhost", session=session)
-            server = fasttls.newtls("server", sctx)
-            pump(again, server)
+            session = first_session(cctx, sctx)
+            _, server = resume(cctx, sctx, session)
             assert server.session_reused()
             # released with the lookup pending, and after the hand-in
             for hand_in in (False, True):

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from support.pairs import TLS12, TLS13, VERSIONS, client_ctx
-from support.pump import pump
+from support.pump import first_session, pump, resume
 from support.signers import FailingSigner, LocalSigner, OtherKeySigner, TruncatingSigner
 
 import fasttls
@@ -158,13 +158,7 @@ def test_resumption_needs_no_signature(identities, keyless_ctx, version):
     identity = identities["ecdsa"]
     sctx, signer = keyless_ctx(identity)
     cctx = client_ctx(identity, minimum_version=version, maximum_version=version)
-    client = fasttls.newtls("client", cctx, "localhost")
-    pump(client, fasttls.newtls("server", sctx))
-    client.read(b"")
-    session = client.session
-    again = fasttls.newtls("client", cctx, "localhost", session=session)
-    server = fasttls.newtls("server", sctx)
-    pump(again, server)
+    again, server = resume(cctx, sctx, first_session(cctx, sctx))
     assert server.session_reused() and again.session_reused()
     assert len(signer.requests) == 1
 

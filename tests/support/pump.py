@@ -35,3 +35,25 @@ def pump(client, server, to_server=None, limit=50):
         if client.finished() and server.finished() and not to_server:
             return
     raise AssertionError(f"handshake did not complete within {limit} round trips")
+
+
+def first_session(client_ctx, server_ctx, server_hostname="localhost"):
+    """A full handshake in memory between new TLS objects of the two contexts; returns the
+    client's session, after one read() so that TLS 1.3 tickets have reached it."""
+    import fasttls  # here, not at the top: deliver() and pump() need only the TLS objects
+
+    client = fasttls.newtls("client", client_ctx, server_hostname)
+    pump(client, fasttls.newtls("server", server_ctx))
+    client.read(b"")
+    return client.session
+
+
+def resume(client_ctx, server_ctx, session, server_hostname="localhost"):
+    """A handshake in memory offering `session`, between new TLS objects of the two contexts;
+    returns (client, server) for the caller to ask whether it resumed."""
+    import fasttls
+
+    client = fasttls.newtls("client", client_ctx, server_hostname, session=session)
+    server = fasttls.newtls("server", server_ctx)
+    pump(client, server)
+    return client, server
