@@ -78,9 +78,10 @@ async def _run_tasks(sign: Callable[[], Awaitable[object]], tasks: int, seconds:
     return _rate(sum(counts), time.monotonic() - started)
 
 
-def handshake(client_ctx: Any, server_ctx: Any) -> None:
-    """One full in-memory TLS 1.3 handshake between two fasttls ends, the server's signature
-    pause (if any) resolved blocking."""
+def _handshake_pauses(client_ctx: Any, server_ctx: Any) -> Iterator[Any]:
+    """One full in-memory TLS 1.3 handshake between two fasttls ends, yielding the server's
+    signature pause each time it waits: the caller resolves it (blocking or awaited) before
+    asking for the next, so the blocking and the aio handshakes share one loop."""
     from fasttls import newtls
     client = newtls("client", client_ctx, "www.bench")
     server = newtls("server", server_ctx)
@@ -88,29 +89,25 @@ def handshake(client_ctx: Any, server_ctx: Any) -> None:
     for _ in range(20):
         to_client = server.handshake(to_server)
         while server.pause is not None:
-            server.pause.resolve(10.0)
+            yield server.pause
             to_client += server.handshake()
         to_server = client.handshake(to_client)
         if client.finished() and server.finished():
             return
     raise RuntimeError("the handshake did not finish")
+
+
+def handshake(client_ctx: Any, server_ctx: Any) -> None:
+    """One full in-memory TLS 1.3 handshake between two fasttls ends, the server's signature
+    pause (if any) resolved blocking."""
+    for pause in _handshake_pauses(client_ctx, server_ctx):
+        pause.resolve(10.0)
 
 
 async def _handshake_async(client_ctx: Any, server_ctx: Any) -> None:
     """The same, the pause awaited (fasttls.aio's way)."""
-    from fasttls import newtls
-    client = newtls("client", client_ctx, "www.bench")
-    server = newtls("server", server_ctx)
-    to_server = client.handshake()
-    for _ in range(20):
-        to_client = server.handshake(to_server)
-        while server.pause is not None:
-            await server.pause.resolve_async()
-            to_client += server.handshake()
-        to_server = client.handshake(to_client)
-        if client.finished() and server.finished():
-            return
-    raise RuntimeError("the handshake did not finish")
+    for pause in _handshake_pauses(client_ctx, server_ctx):
+        await pause.resolve_async()
 
 
 def handshake_contexts(files: Dict[str, str], signer: Any) -> "tuple[Any, Any, Any]":
