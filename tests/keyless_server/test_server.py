@@ -7,32 +7,21 @@ import threading
 import time
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 import fasttls
 import fasttls.keyless as keyless
 from fasttls.keyless import _protocol as p
+from support.signers import verify_signature
 
 from .conftest import ALLOWED_EDGE, request, tls12_input, tls13_input
 
 SCHEMES = {"p256": [0x0403], "p384": [0x0503],
            "rsa": [0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601]}
-HASHES = {0x0403: hashes.SHA256, 0x0503: hashes.SHA384, 0x0804: hashes.SHA256,
-          0x0805: hashes.SHA384, 0x0806: hashes.SHA512, 0x0401: hashes.SHA256,
-          0x0501: hashes.SHA384, 0x0601: hashes.SHA512}
 
 
 def verify(pki, name, scheme, signature, data):
     """Check a signature with the web server certificate's public key."""
-    public = pki.public_key(name)
-    h = HASHES[scheme]()
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        public.verify(signature, data, ec.ECDSA(h))
-    elif scheme >> 8 == 0x08:
-        public.verify(signature, data, padding.PSS(padding.MGF1(h), h.digest_size), h)
-    else:
-        public.verify(signature, data, padding.PKCS1v15(), h)
+    verify_signature(pki.public_key(name), scheme, signature, data)
 
 
 class RawEdge:
@@ -192,21 +181,28 @@ def test_spent_budget_is_answered_expired_not_signed(pki, raw_edge):
     assert answers[3].status == p.Status.OK
 
 
+def rsa_burst(pki, count, budget, **server_options):
+    """Start a key server with `server_options`, send it `count` RSA-PSS requests (ids 1 to
+    `count`, each with `budget` ms) in one write from one raw edge, and return the answers."""
+    server = keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE],
+                               **server_options).start_thread()
+    try:
+        edge = RawEdge(pki, server.port)
+        rsa = pki.key_id("rsa")
+        edge.send(*(p.encode_request(i, budget, rsa, 0x0804, None, tls13_input())
+                    for i in range(1, count + 1)))
+        answers = edge.responses(count)
+        edge.close()
+    finally:
+        server.stop_thread()
+    return answers
+
+
 def test_budget_spent_in_the_queue_is_answered_expired(pki):
     # One signing thread, RSA (about 0.45 ms each here), 2 ms budgets: requests
     # handled together queue behind each other, and those whose budget ran out in the queue
     # are answered EXPIRED instead of signed. Every request is answered.
-    server = keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE],
-                               workers=1).start_thread()
-    try:
-        edge = RawEdge(pki, server.port)
-        rsa = pki.key_id("rsa")
-        edge.send(*(p.encode_request(i, 2, rsa, 0x0804, None, tls13_input())
-                    for i in range(1, 61)))
-        answers = edge.responses(60)
-        edge.close()
-    finally:
-        server.stop_thread()
+    answers = rsa_burst(pki, 60, 2, workers=1)
     assert sorted(a.id for a in answers) == list(range(1, 61))
     statuses = {a.status for a in answers}
     # (Whether the first ones make it depends on thread scheduling; that later ones do not,
@@ -215,17 +211,7 @@ def test_budget_spent_in_the_queue_is_answered_expired(pki):
 
 
 def test_overloaded(pki):
-    server = keyless.KeyServer(pki.keys(), pki.server_context(), [ALLOWED_EDGE],
-                               workers=1, max_pending=2).start_thread()
-    try:
-        edge = RawEdge(pki, server.port)
-        rsa = pki.key_id("rsa")
-        edge.send(*(p.encode_request(i, 5000, rsa, 0x0804, None, tls13_input())
-                    for i in range(1, 11)))
-        answers = edge.responses(10)
-        edge.close()
-    finally:
-        server.stop_thread()
+    answers = rsa_burst(pki, 10, 5000, workers=1, max_pending=2)
     by_status = {}
     for a in answers:
         by_status.setdefault(a.status, []).append(a.id)

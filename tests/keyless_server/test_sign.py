@@ -12,10 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 import fasttls
 from fasttls.keyless import KeylessError, KeyStore, PrivateKey, certificate_key_id
+from support.signers import SCHEME_HASHES, verify_signature
 
-HASHES = {0x0403: hashes.SHA256, 0x0503: hashes.SHA384, 0x0804: hashes.SHA256,
-          0x0805: hashes.SHA384, 0x0806: hashes.SHA512, 0x0401: hashes.SHA256,
-          0x0501: hashes.SHA384, 0x0601: hashes.SHA512}
 FITS = {"p256": {0x0403}, "p384": {0x0503},
         "rsa": {0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601}}
 
@@ -33,28 +31,18 @@ def keys():
             "rsa": rsa.generate_private_key(65537, 2048)}
 
 
-def _verify(public, scheme, signature, data):
-    h = HASHES[scheme]()
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        public.verify(signature, data, ec.ECDSA(h))
-    elif scheme >> 8 == 0x08:
-        public.verify(signature, data, padding.PSS(padding.MGF1(h), h.digest_size), h)
-    else:
-        public.verify(signature, data, padding.PKCS1v15(), h)
-
-
 @pytest.mark.parametrize("kind", sorted(FITS))
 def test_every_scheme_signs_or_is_refused(keys, kind):
     key = keys[kind]
     loaded = PrivateKey(_pem(key))
     data = b"\x20" * 64 + b"TLS 1.3, server CertificateVerify\x00" + bytes(range(32))
-    for scheme in sorted(HASHES) + [0x0807, 0x0203, 0xFFFF]:
+    for scheme in sorted(SCHEME_HASHES) + [0x0807, 0x0203, 0xFFFF]:
         if scheme in FITS[kind]:
             assert loaded.fits(scheme)
             signature = loaded.sign(scheme, data)
-            _verify(key.public_key(), scheme, signature, data)
+            verify_signature(key.public_key(), scheme, signature, data)
             with pytest.raises(InvalidSignature):
-                _verify(key.public_key(), scheme, signature, data + b"x")
+                verify_signature(key.public_key(), scheme, signature, data + b"x")
         else:
             assert not loaded.fits(scheme)
             with pytest.raises(KeylessError) as info:
@@ -127,7 +115,7 @@ def test_one_key_signs_on_many_threads_at_once(keys):
         for j in range(50):
             data = f"{i}-{j}".encode()
             try:
-                _verify(key.public_key(), 0x0403, loaded.sign(0x0403, data), data)
+                verify_signature(key.public_key(), 0x0403, loaded.sign(0x0403, data), data)
             except Exception as exc:  # collected and asserted below
                 failures.append(exc)
 

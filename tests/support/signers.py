@@ -95,3 +95,22 @@ class SlowForNameSigner(LocalSigner):
 
     def delay_for(self, request) -> float:
         return self.slow_delay if request.server_name == self.name else 0.0
+
+
+# The hash of each TLS SignatureScheme the key server and fasttls.keyless.PrivateKey sign with.
+SCHEME_HASHES = {0x0403: hashes.SHA256, 0x0503: hashes.SHA384, 0x0804: hashes.SHA256,
+                 0x0805: hashes.SHA384, 0x0806: hashes.SHA512, 0x0401: hashes.SHA256,
+                 0x0501: hashes.SHA384, 0x0601: hashes.SHA512}
+
+
+def verify_signature(public, scheme, signature, data):
+    """Check `signature` over `data` for `scheme` with `cryptography`'s public key: ECDSA,
+    RSA-PSS (rsa_pss_rsae_*, salt as long as the hash) or PKCS#1 v1.5. Raises
+    cryptography.exceptions.InvalidSignature when it does not verify."""
+    h = SCHEME_HASHES[scheme]()
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        public.verify(signature, data, ec.ECDSA(h))
+    elif scheme >> 8 == 0x08:
+        public.verify(signature, data, padding.PSS(padding.MGF1(h), h.digest_size), h)
+    else:
+        public.verify(signature, data, padding.PKCS1v15(), h)
