@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from support.pairs import TLS12, TLS13, VERSIONS, client_ctx
 from support.pump import first_session, pump, resume
 from support.signers import FailingSigner, LocalSigner, OtherKeySigner, TruncatingSigner
+from support.threads import start_and_join
 
 import fasttls
 
@@ -293,12 +294,7 @@ def test_threads_interleaved(identities, keyless_ctx):
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
+    assert not start_and_join([threading.Thread(target=work) for _ in range(6)], 60)
     assert not failures, failures
     assert len(signer.requests) == 6 * 10 * 4
 

@@ -12,6 +12,7 @@ import fasttls
 import fasttls.keyless as keyless
 from fasttls.keyless import _protocol as p
 from support.signers import verify_signature
+from support.threads import start_and_join
 
 from .conftest import ALLOWED_EDGE, request, tls12_input, tls13_input
 
@@ -105,11 +106,7 @@ def test_many_threads_share_one_connection(pki, key_server, make_client):
             except Exception as exc:  # collected, asserted below
                 failures.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    start_and_join([threading.Thread(target=work) for _ in range(8)], 30)
     assert failures == [] and len(done) == 240
     assert client.connects == 1
 
@@ -233,11 +230,7 @@ def test_overloaded_reaches_the_client_as_its_reason(pki, make_client):
             except keyless.KeylessError as exc:
                 reasons.add(exc.reason)
 
-        threads = [threading.Thread(target=one) for _ in range(40)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        start_and_join([threading.Thread(target=one) for _ in range(40)], 30)
         assert "ok" in reasons and reasons <= {"ok", "OVERLOADED"}
     finally:
         server.stop_thread()

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 import fasttls
 from fasttls.keyless import KeylessError, KeyStore, PrivateKey, certificate_key_id
 from support.signers import SCHEME_HASHES, verify_signature
+from support.threads import start_and_join
 
 FITS = {"p256": {0x0403}, "p384": {0x0503},
         "rsa": {0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601}}
@@ -119,10 +120,5 @@ def test_one_key_signs_on_many_threads_at_once(keys):
             except Exception as exc:  # collected and asserted below
                 failures.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads)
+    assert not start_and_join([threading.Thread(target=work, args=(i,)) for i in range(8)], 30)
     assert failures == []

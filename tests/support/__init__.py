@@ -12,4 +12,5 @@ because tests/ is on sys.path (pyproject's pytest ``pythonpath``; scripts add it
   ``hostile_certs`` their certificates, ``records`` TLS records sealed under real keys.
 - ``accept``: the bounded accept loop and 127.0.0.1 listener of the threaded test servers.
 - ``loops``: the patched selector and uvloop event loops of the fasttls.aio tests.
+- ``threads``: start many threads, join each within a bound.
 """
