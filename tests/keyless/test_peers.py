@@ -14,6 +14,7 @@ from support.requires import require_program
 from support.signers import FailingSigner, LocalSigner, SlowForNameSigner
 
 import fasttls
+from fasttls.bench.fleet.clients import read_until_closed
 
 DRIVERS = ["sansio", "fd", "helpers", "dropin"]
 
@@ -37,13 +38,7 @@ def stdlib_get(port, identity, hostname="localhost", version=None, timeout=10.0)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw, server_hostname=hostname) as sock:
             sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            for _ in range(100):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            return data, sock.version()
+            return read_until_closed(lambda: sock.recv(65536)), sock.version()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from fasttls.bench.fleet.clients import read_until_closed
 from fasttls.bench.fleet.sharing import Sharing, sharing
 
 __all__ = ["Fleet", "FleetError", "HAPROXY_CONF"]
@@ -232,12 +233,7 @@ class Fleet:
         with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as raw:
             with self._stats_ctx.wrap_socket(raw, server_hostname="localhost") as sock:
                 sock.sendall(b"STATS\n")
-                data = b""
-                for _ in range(1000):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = read_until_closed(lambda: sock.recv(65536))
         return json.loads(data)
 
     def stats(self) -> Dict[str, Dict[str, Any]]:
