@@ -961,6 +961,22 @@ def socket_timeout_ms(sock: socket.socket) -> int:
     return min(int(timeout * 1000) + 1, 0x7FFFFFFF)
 
 
+def handshake_over_socket(tls: TLS, sock: socket.socket) -> bool:
+    """The handshake over a socket with its timeout (`handshake_on`), every pause resolved
+    here, blocking: up to the socket's timeout, or for a blocking or non-blocking socket up to
+    the work's own bound (the store's or signer's timeout). True once done; False if a
+    non-blocking socket would block (`tls.wants_write` says which way). The one blocking
+    driver of the pause, for the helpers and the drop-in SSLSocket."""
+    fd = sock.fileno()
+    while not tls.handshake_on(fd, socket_timeout_ms(sock)):
+        pause = tls.pause
+        if pause is None:
+            return False
+        timeout = sock.gettimeout()
+        pause.resolve(timeout if timeout else None)
+    return True
+
+
 def newtls(method: str, ctx: Context, hostname: Optional[str] = None,
            session: Optional[Session] = None) -> TLS:
     """A new connection: `method` is "client" or "server". See TLS."""

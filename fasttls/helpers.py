@@ -29,7 +29,7 @@ import ssl
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ._errors import SSLEOFError
-from ._tls import socket_timeout_ms
+from ._tls import handshake_over_socket, socket_timeout_ms
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._tls import TLS
@@ -56,13 +56,6 @@ def _eof(message: str, truncated: bool = True) -> SSLEOFError:
     return exc
 
 
-def pause_timeout(sock: socket.socket) -> Optional[float]:
-    """How long resolving a handshake pause may block: the socket's timeout; for a blocking or
-    non-blocking socket, the bound of the work itself (the store's or signer's own timeout)."""
-    timeout = sock.gettimeout()
-    return timeout if timeout else None
-
-
 def _handshake(tls: TLS) -> None:
     """The whole handshake in the engine, which sends every flight itself (the one completing
     the handshake and TLS 1.3 session tickets included). A handshake that waits for the
@@ -71,11 +64,8 @@ def _handshake(tls: TLS) -> None:
         return
     sock = tls.transport
     try:
-        while not tls.handshake_on(sock.fileno(), socket_timeout_ms(sock)):
-            pause = tls.pause
-            if pause is None:
-                raise BlockingIOError(errno.EAGAIN, "the socket is non-blocking")
-            pause.resolve(pause_timeout(sock))
+        if not handshake_over_socket(tls, sock):
+            raise BlockingIOError(errno.EAGAIN, "the socket is non-blocking")
     except SSLEOFError as exc:
         raise _eof("connection closed during the handshake") from exc
 

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 from fasttls._errors import SSLError, SSLZeroReturnError, transport_eof
-from fasttls._tls import TLS, Session, State, socket_timeout_ms
+from fasttls._tls import TLS, Session, State, handshake_over_socket, socket_timeout_ms
 
 from ._transports import BIOTransport, SocketTransport, want_read, want_write
 
@@ -527,18 +527,10 @@ class SSLSocketAdapter(SSLObjectAdapter):
         with _Claim(self._receiving, _READING), _Claim(self._sending, _WRITING):
             if not tls._started and not tls.server_side:
                 self._resume_from_cache()
-            sock = self._transport.sock
-            while True:
-                try:
-                    done = tls.handshake_on(sock.fileno(), socket_timeout_ms(sock))
-                except ConnectionResetError:
-                    raise eof_error() from None  # as an EOF (see SocketTransport.receive)
-                pause = tls.pause
-                if done or pause is None:
-                    break
-                # The handshake waits for the application (a session lookup, a signature).
-                timeout = sock.gettimeout()
-                pause.resolve(timeout if timeout else None)
+            try:
+                done = handshake_over_socket(tls, self._transport.sock)
+            except ConnectionResetError:
+                raise eof_error() from None  # as an EOF (see SocketTransport.receive)
             if not done:
                 raise want_write() if tls.wants_write else want_read()
             self._remember_session()
