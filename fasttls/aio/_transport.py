@@ -128,11 +128,7 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
             return
         try:
             out = tls.handshake(data)
-        except SSLError as exc:
-            self._send_raw(getattr(exc, "alert", b""))
-            self._handshake_failed(exc)
-            return
-        except Exception as exc:  # an sni_callback's own exception, as sslproto reports it
+        except Exception as exc:  # an SSLError, or an sni_callback's own (as sslproto reports)
             self._send_raw(getattr(exc, "alert", b""))
             self._handshake_failed(exc)
             return
