@@ -185,9 +185,8 @@ class SigningRequest:
         except Exception as exc:
             self.fail(exc)
             return
-        except BaseException as exc:  # cancelled (a timeout, abort()): the handshake fails
-            self.fail(KeylessError("the signature was cancelled", "CANCELLED")
-                      if not isinstance(exc, KeylessError) else exc)
+        except BaseException:  # cancelled (a timeout, abort()): the handshake fails
+            self.fail(KeylessError("the signature was cancelled", "CANCELLED"))
             raise
         self.answer(signature)
 
