@@ -101,7 +101,6 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
         self._connected = False   # protocol.connection_made was called
         self._lost = False        # connection_lost is scheduled
         self._paused = False      # pause_reading()
-        self._remember = False    # a client's session to cache once the first data arrives
         self._conn_lost_writes = 0
         self._timer: Optional[asyncio.TimerHandle] = None
         # The handshake waiting for the application (TLS.pause): the task awaiting it, and the
@@ -160,7 +159,6 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
         self._cancel_timer()
         tls = self._tls
         self._adapter._remember_session()
-        self._remember = not tls.server_side and self._adapter._session_key is not None
         self._extra["ssl_object"] = self._sslobj
         self._open = True
         if self._call_connection_made:
@@ -248,8 +246,7 @@ class SSLTransport(transports._FlowControlMixin, asyncio.Transport):
             tls.unread(plaintext)
             return
         if plaintext:
-            if self._remember:
-                self._remember = False
+            if self._adapter._session_key is not None:  # a client's session not cached yet
                 self._adapter._remember_session()  # TLS 1.3 tickets arrive before the data
             if self._buffered:
                 self._deliver_buffered(plaintext)
