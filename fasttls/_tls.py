@@ -631,8 +631,6 @@ class TLS:
 
     def _check_start(self) -> None:
         ctx = self._context
-        if self._server and ctx._signer is not None:
-            ctx._check_keyless_compatible("a keyless context")
         if not self._server and (ctx._ocsp_stapling or ctx._require_ocsp_staple):
             lib.fasttls_conn_request_ocsp(self._conn)  # the context as it is now
         if (not self._server and self._hostname is None and ctx.check_hostname
