@@ -170,3 +170,16 @@ def test_bench_does_not_load_the_key_server():
     done = subprocess.run([sys.executable, "-m", "fasttls", "keyserver", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--answer-delay-ms" in done.stdout
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--keyless", "--json"], "--json"),
+    (["--keyless", "--rows", "msg64", "--memory"], "--memory, --rows"),
+    (["--signing", "threads"], "--signing only applies with --keyless"),
+])
+def test_keyless_options_not_silently_ignored(args, named):
+    """Options `bench --keyless` does not use (and --signing without it) are refused before
+    anything runs, naming them, rather than dropped."""
+    proc = run_cli(*args, timeout=60)
+    assert proc.returncode == 2
+    assert named in proc.stderr and proc.stdout == ""
