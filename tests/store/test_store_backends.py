@@ -249,3 +249,36 @@ def test_the_store_dies_mid_run(redis_daemon, ident):
     assert not reused
     server.join()
     assert server.reused == [False, True, False] and not server.errors
+
+
+def test_redis_ready_clients_and_close(redis_daemon):
+    """RedisStore over ready `client` and `async_client` (their own settings) works sync and
+    awaited; with an `async_client` given, close() still closes the synchronous client's
+    connections (counted by the redis-server itself)."""
+    import redis
+    import redis.asyncio
+    from fasttls.store import RedisStore
+    url = f"redis://127.0.0.1:{redis_daemon.port}/0"
+    watcher = redis.Redis.from_url(url, socket_timeout=BOUND)
+    async_client = redis.asyncio.Redis.from_url(url, socket_timeout=BOUND)
+    store = RedisStore(url, client=redis.Redis.from_url(url, socket_timeout=BOUND),
+                       async_client=async_client)
+    try:
+        connected = len(watcher.client_list())
+        store.set(b"\x06" * 32, b"ready client", 60)
+        assert store.get(b"\x06" * 32) == b"ready client"
+        assert len(watcher.client_list()) == connected + 1
+
+        async def main():
+            assert await store.get_async(b"\x06" * 32) == b"ready client"
+            await store.delete_async(b"\x06" * 32)
+            await async_client.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), BOUND))
+        assert store.get(b"\x06" * 32) is None
+        store.close()
+        wait_until(lambda: len(watcher.client_list()) == connected,
+                   "the store's synchronous connection closed")
+    finally:
+        store.close()
+        watcher.close()
