@@ -282,3 +282,19 @@ def test_redis_ready_clients_and_close(redis_daemon):
     finally:
         store.close()
         watcher.close()
+
+
+def test_memcached_server_as_host_port_string(memcached_daemon):
+    """`server` may be "host:port": the store reaches the real memcached through it; a string
+    without a port is a ValueError naming it (not int()'s message)."""
+    from fasttls.store import MemcachedStore
+    store = MemcachedStore(f"127.0.0.1:{memcached_daemon.port}")
+    try:
+        store.set(b"\x07" * 32, b"by string", 60)
+        assert store.get(b"\x07" * 32) == b"by string"
+    finally:
+        store.close()
+    for bad in ("127.0.0.1", "127.0.0.1:", ":11211"):
+        with pytest.raises(ValueError, match="expected 'host:port'") as info:
+            MemcachedStore(bad)
+        assert repr(bad) in str(info.value)
