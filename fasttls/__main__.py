@@ -34,8 +34,8 @@ def build_parser(keyserver: bool = False):
     bench.add_argument("--keyless", action="store_true",
                        help="instead: keyless signatures per second through one KeylessClient "
                             "against a key server in a child process (fasttls.bench.keyless)")
-    bench.add_argument("--signing", choices=("auto", "inline", "threads"), default="auto",
-                       help="with --keyless: the key server's --signing")
+    bench.add_argument("--signing", choices=("auto", "inline", "threads"),
+                       help="with --keyless: the key server's --signing (default auto)")
     if keyserver:
         from fasttls.keyless import _cli as keyserver_cli
 
@@ -49,13 +49,24 @@ def build_parser(keyserver: bool = False):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(keyserver=argv[:1] == ["keyserver"]).parse_args(argv)
+    parser = build_parser(keyserver=argv[:1] == ["keyserver"])
+    args = parser.parse_args(argv)
     if args.command == "bench":
         if args.keyless:
+            # The keyless bench has its own report: options of the main one would be ignored.
+            ignored = [option for option, value in (
+                ("--json", args.json), ("--no-pin-malloc", args.no_pin_malloc),
+                ("--memory", args.memory is not None), ("--rows", args.rows is not None),
+                ("--plot", args.plot is not None)) if value]
+            if ignored:
+                parser.error(f"bench --keyless takes only --quick and --signing, "
+                             f"not {', '.join(ignored)}")
             from fasttls.bench import keyless as keyless_bench
 
             return keyless_bench.main(["--seconds", "0.5" if args.quick else "2",
-                                       "--signing", args.signing])
+                                       "--signing", args.signing or "auto"])
+        if args.signing is not None:
+            parser.error("bench --signing only applies with --keyless")
         from fasttls import bench  # only here: the runtime package never imports the harness
 
         return bench.main(args)

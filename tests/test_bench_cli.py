@@ -29,14 +29,18 @@ def quick_json():
     return json.loads(proc.stdout)
 
 
-def _test_extra():
-    """The packages the installed fasttls's test extra lists, lower-case names."""
+def _extra(name):
+    """The packages the installed fasttls's extra `name` lists, lower-case names."""
     try:
         requirements = metadata.requires("fasttls") or []
     except metadata.PackageNotFoundError:
         return set()
     return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in requirements
-            if re.search(r"extra\s*==\s*['\"]test['\"]", r)}
+            if re.search(r"extra\s*==\s*['\"]%s['\"]" % name, r)}
+
+
+def _test_extra():
+    return _extra("test")
 
 
 def test_all_rows_present(quick_json):
@@ -170,3 +174,28 @@ def test_bench_does_not_load_the_key_server():
     done = subprocess.run([sys.executable, "-m", "fasttls", "keyserver", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--answer-delay-ms" in done.stdout
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--keyless", "--json"], "--json"),
+    (["--keyless", "--rows", "msg64", "--memory"], "--memory, --rows"),
+    (["--signing", "threads"], "--signing only applies with --keyless"),
+])
+def test_keyless_options_not_silently_ignored(args, named):
+    """Options `bench --keyless` does not use (and --signing without it) are refused before
+    anything runs, naming them, rather than dropped."""
+    proc = run_cli(*args, timeout=60)
+    assert proc.returncode == 2
+    assert named in proc.stderr and proc.stdout == ""
+
+
+def test_bench_extra_covers_every_row():
+    """`pip install '.[bench]'` brings every library a row needs (fasttls's own modules
+    aside), as the installed fasttls's metadata lists the extra."""
+    bench = _extra("bench")
+    assert bench, "the installed fasttls lists no bench extra (not installed from this tree?)"
+    for row in ROWS.values():
+        needs = (row.requires,) if isinstance(row.requires, str) else row.requires
+        for module in needs:
+            if not module.startswith("fasttls"):
+                assert module.split(".")[0] in bench, f"row {row.name} needs {module}"

@@ -57,9 +57,13 @@ class AllowList:
         for entry in entries:
             if entry.lower().startswith("sha256:"):
                 hexdigits = entry[7:].replace(":", "").lower()
-                if len(hexdigits) != 64:
+                try:
+                    fingerprint = bytes.fromhex(hexdigits)
+                except ValueError:
+                    fingerprint = b""
+                if len(hexdigits) != 64 or len(fingerprint) != 32:
                     raise ValueError(f"{entry!r}: a SHA-256 fingerprint has 64 hex digits")
-                prints.add(bytes.fromhex(hexdigits))
+                prints.add(fingerprint)
             elif entry:
                 names.add(entry.lower())
         if not names and not prints:

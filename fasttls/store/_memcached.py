@@ -28,7 +28,9 @@ class MemcachedStore:
         self._base = require("pymemcache.client.base", "MemcachedStore", "pymemcache")
         if isinstance(server, str):
             host, _, port = server.rpartition(":")
-            server = (host, int(port))
+            if not host or not port.isdigit():
+                raise ValueError(f"MemcachedStore server {server!r}: expected 'host:port'")
+            server = (host.strip("[]"), int(port))  # "[::1]:11211": pymemcache wants "::1"
         self.server = server
         self.prefix = bytes(prefix)
         self.timeout = timeout

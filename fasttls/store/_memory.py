@@ -13,6 +13,8 @@ class MemoryStore:
     local = True
 
     def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:  # 0 would make set() evict from an empty dict
+            raise ValueError(f"MemoryStore needs max_entries >= 1, not {max_entries}")
         self._entries: Dict[bytes, Tuple[bytes, float]] = {}  # insertion order: oldest first
         self._lock = threading.Lock()
         self._max = max_entries

@@ -89,9 +89,9 @@ class RedisStore:
                                effective_timeout(self.timeout, None))
 
     def close(self) -> None:
-        """Close the synchronous client's connections (the asyncio ones close with their loop
-        or with aclose())."""
-        if self._client is not None and self._async_given is None:
+        """Close the synchronous client's connections, as MemcachedStore.close() does (the
+        asyncio ones close with their loop or with aclose())."""
+        if self._client is not None:
             self._client.close()
         self._by_timeout.close()
 

@@ -316,6 +316,10 @@ def test_key_server_context_must_require_client_certificates(pki):
         keyless.KeyServer(pki.keys(), ctx, [ALLOWED_EDGE])
     with pytest.raises(ValueError, match="allow-list"):
         keyless.KeyServer(pki.keys(), pki.server_context(), [])
+    for bad in ("sha256:" + "ab" * 31, "sha256:" + "zz" * 32, "sha256:" + "a b" * 21 + "a"):
+        with pytest.raises(ValueError, match="64 hex digits") as info:
+            keyless.KeyServer(pki.keys(), pki.server_context(), [bad])
+        assert repr(bad) in str(info.value)  # names the entry
     with pytest.raises(TypeError):
         keyless.KeyServer(pki.keys(), ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), [ALLOWED_EDGE])
 

@@ -249,3 +249,52 @@ def test_the_store_dies_mid_run(redis_daemon, ident):
     assert not reused
     server.join()
     assert server.reused == [False, True, False] and not server.errors
+
+
+def test_redis_ready_clients_and_close(redis_daemon):
+    """RedisStore over ready `client` and `async_client` (their own settings) works sync and
+    awaited; with an `async_client` given, close() still closes the synchronous client's
+    connections (counted by the redis-server itself)."""
+    import redis
+    import redis.asyncio
+    from fasttls.store import RedisStore
+    url = f"redis://127.0.0.1:{redis_daemon.port}/0"
+    watcher = redis.Redis.from_url(url, socket_timeout=BOUND)
+    async_client = redis.asyncio.Redis.from_url(url, socket_timeout=BOUND)
+    store = RedisStore(url, client=redis.Redis.from_url(url, socket_timeout=BOUND),
+                       async_client=async_client)
+    try:
+        connected = len(watcher.client_list())
+        store.set(b"\x06" * 32, b"ready client", 60)
+        assert store.get(b"\x06" * 32) == b"ready client"
+        assert len(watcher.client_list()) == connected + 1
+
+        async def main():
+            assert await store.get_async(b"\x06" * 32) == b"ready client"
+            await store.delete_async(b"\x06" * 32)
+            await async_client.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), BOUND))
+        assert store.get(b"\x06" * 32) is None
+        store.close()
+        wait_until(lambda: len(watcher.client_list()) == connected,
+                   "the store's synchronous connection closed")
+    finally:
+        store.close()
+        watcher.close()
+
+
+def test_memcached_server_as_host_port_string(memcached_daemon):
+    """`server` may be "host:port": the store reaches the real memcached through it; a string
+    without a port is a ValueError naming it (not int()'s message)."""
+    from fasttls.store import MemcachedStore
+    store = MemcachedStore(f"127.0.0.1:{memcached_daemon.port}")
+    try:
+        store.set(b"\x07" * 32, b"by string", 60)
+        assert store.get(b"\x07" * 32) == b"by string"
+    finally:
+        store.close()
+    for bad in ("127.0.0.1", "127.0.0.1:", ":11211"):
+        with pytest.raises(ValueError, match="expected 'host:port'") as info:
+            MemcachedStore(bad)
+        assert repr(bad) in str(info.value)

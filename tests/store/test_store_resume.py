@@ -363,3 +363,13 @@ def test_the_lookup_holds_its_connection_weakly(ident):
     assert lookup.resolved
     lookup.hand_in(store.get(lookup.key))  # moot: nothing to hand it to
     assert not lookup.found
+
+
+def test_memory_store_evicts_the_oldest_and_refuses_no_room():
+    store = MemoryStore(max_entries=2)
+    for i in range(3):
+        store.set(bytes([i]) * 32, b"session %d" % i, 60)
+    assert store.keys() == [b"\x01" * 32, b"\x02" * 32]  # the oldest went
+    assert store.get(b"\x00" * 32) is None and store.get(b"\x02" * 32) == b"session 2"
+    with pytest.raises(ValueError, match="max_entries >= 1"):
+        MemoryStore(max_entries=0)
