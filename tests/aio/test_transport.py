@@ -292,16 +292,7 @@ def finished_then_data(ctx, server_side):
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = ctx.wrap_bio(incoming, outgoing, server_side=server_side,
                            server_hostname=None if server_side else "localhost")
-        for _ in range(100):
-            try:
-                obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                raw.sendall(outgoing.read())
-                data = raw.recv(65536)
-                if not data:
-                    raise AssertionError("EOF during the handshake")
-                incoming.write(data)
+        bio_handshake_over_socket(raw, obj, incoming, outgoing, send_last_flight=False)
         obj.write(b"early data")
         raw.sendall(outgoing.read())  # the end of the handshake and the data together
         received = b""
@@ -317,6 +308,7 @@ def finished_then_data(ctx, server_side):
             received += chunk
             if received == b"answer":
                 return received
+        raise AssertionError(f"no answer, got {received!r}")
     return script
 
 
