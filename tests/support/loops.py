@@ -6,7 +6,7 @@ import contextlib
 import sys
 
 import fasttls.aio
-from support.requires import skip_or_fail
+from support.requires import require_module
 
 LOOPS = ["selector"]
 if sys.platform != "win32":
@@ -19,11 +19,7 @@ def patched_loop(kind):
     have reached its exception handler. Without uvloop installed its cases skip locally and
     fail under CI=true (the test extra installs it here)."""
     if kind == "uvloop":
-        try:
-            import uvloop
-        except ImportError:  # in the test extra on this platform: only CI=true may not lack it
-            skip_or_fail("uvloop is not installed")
-        raw = uvloop.new_event_loop()
+        raw = require_module("uvloop").new_event_loop()
     else:
         raw = asyncio.SelectorEventLoop()
     loop = fasttls.aio.patch_loop(raw)
