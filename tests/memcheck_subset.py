@@ -50,7 +50,7 @@ def workload(directory):
     import ssl
 
     import fasttls
-    from support.pump import pump
+    from support.pump import pump, pump_sslobjects
 
     def pem(name):
         with open(os.path.join(directory, name + ".pem"), "rb") as f:
@@ -189,18 +189,7 @@ def workload(directory):
         bios = [ssl.MemoryBIO() for _ in range(4)]
         c = dclient.wrap_bio(bios[0], bios[1], server_hostname="localhost")
         s = dserver.wrap_bio(bios[2], bios[3], server_side=True)
-        done = [False, False]
-        for _ in range(10):
-            for k, (obj, out, into) in enumerate(((c, bios[1], bios[2]), (s, bios[3], bios[0]))):
-                try:
-                    obj.do_handshake()
-                    done[k] = True
-                except ssl.SSLWantReadError:
-                    pass
-                into.write(out.read())
-            if all(done):
-                break
-        assert all(done)
+        pump_sslobjects(c, s, *bios, limit=10)
         c.write(b"hello drop-in" * 1000)
         bios[2].write(bios[1].read())
         got = b""

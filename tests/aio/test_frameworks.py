@@ -21,7 +21,6 @@ The frameworks build their server contexts their own way: uvicorn with `ssl.SSLC
 test), aiohttp from the context it is given.
 """
 import asyncio
-import importlib
 import os
 import random
 import socket
@@ -33,7 +32,7 @@ import pytest
 
 import fasttls
 import fasttls.aio
-from support.requires import skip_or_fail
+from support.requires import require_module
 
 HOST = "127.0.0.1"
 IO_TIMEOUT = 20.0     # seconds: a whole client exchange; a server thread's start and stop
@@ -41,14 +40,6 @@ GET_SIZE = 384 * 1024
 POST_SIZE = 320 * 1024
 GET_BODY = random.Random(1).getrandbits(8 * GET_SIZE).to_bytes(GET_SIZE, "little")
 POST_BODY = random.Random(2).getrandbits(8 * POST_SIZE).to_bytes(POST_SIZE, "little")
-
-
-def require(name):
-    """An optional framework of the test extra: missing, skip locally, fail under CI=true."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        skip_or_fail(f"{name} is not installed (it is in fasttls's test extra)")
 
 
 # ---- loops that record the transports their connections get ----
@@ -60,7 +51,7 @@ def recording_loop(kind):
     """(a loop of `kind` patched by fasttls.aio, the list of the transports its connections'
     protocols get in connection_made)."""
     if kind == "uvloop":
-        loop = require("uvloop").new_event_loop()
+        loop = require_module("uvloop").new_event_loop()
     else:
         loop = asyncio.SelectorEventLoop()
     loop = fasttls.aio.patch_loop(loop)
@@ -180,7 +171,7 @@ def run_client(kind, port, context):
     """GET and POST over one aiohttp session: (GET body, POST echo, the TLS transports the
     client loop made). (aiohttp's `response.connection` is no way to them: it is None once
     the whole response has arrived.)"""
-    aiohttp = require("aiohttp")
+    aiohttp = require_module("aiohttp")
     loop, made = recording_loop(kind)
     url = f"https://{HOST}:{port}"
 
@@ -208,8 +199,8 @@ def run_client(kind, port, context):
 def run_httpx_http2(kind, port, context):
     """The same exchange with httpx over HTTP/2 (ALPN h2): httpx does its TLS over memory BIOs
     (fasttls's SSLObject), so only the server's end runs on fasttls.aio; no client transports."""
-    httpx = require("httpx")
-    require("h2")  # httpx's HTTP/2 (hypercorn depends on it)
+    httpx = require_module("httpx")
+    require_module("h2")  # httpx's HTTP/2 (hypercorn depends on it)
     context.set_alpn_protocols(["h2"])
     loop, _ = recording_loop(kind)
     url = f"https://{HOST}:{port}"
@@ -274,7 +265,7 @@ async def asgi_app(scope, receive, send):
 # ---- the tests ----
 
 def test_aiohttp_client_and_server(rsa_identity, loop_kind):
-    require("aiohttp")
+    require_module("aiohttp")
     from aiohttp import web
 
     handled = []  # the transport of each request (aiohttp's protocol is not recorded)
@@ -312,7 +303,7 @@ def test_aiohttp_client_and_server(rsa_identity, loop_kind):
 
 
 def test_uvicorn(rsa_identity, tmp_path, loop_kind):
-    uvicorn = require("uvicorn")
+    uvicorn = require_module("uvicorn")
     paths = rsa_identity.write(tmp_path)
     config = uvicorn.Config(asgi_app, ssl_certfile=str(paths["cert"]),
                             ssl_keyfile=str(paths["key"]), http="h11", lifespan="off",
@@ -337,7 +328,7 @@ def test_uvicorn(rsa_identity, tmp_path, loop_kind):
 
 def serve_hypercorn(monkeypatch, identity, tmp_path, loop_kind):
     """A ServerThread running hypercorn (HTTP/1.1 and, by ALPN, HTTP/2)."""
-    require("hypercorn")
+    require_module("hypercorn")
     import hypercorn.asyncio
     import hypercorn.config
 

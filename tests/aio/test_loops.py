@@ -101,6 +101,14 @@ async def server_exchange(loop, ctx, identity, client_ctx=None):
     return type(protocol.transport)
 
 
+def exchange_as(loop, side, ctx, identity, client_ctx=None):
+    """One exchange with `loop` as the TLS end of role `side`, using `ctx` (a stdlib client
+    `client_ctx` talks to a server); the transport class it made."""
+    if side == "client":
+        return run_on(loop, client_exchange(loop, ctx, identity))
+    return run_on(loop, server_exchange(loop, ctx, identity, client_ctx))
+
+
 def stdlib_transport_class(loop_kind):
     """The transport asyncio (or uvloop) makes for a context that is not fasttls's."""
     if loop_kind == "selector":
@@ -170,28 +178,21 @@ def test_stdlib_context_on_patched_loop(fresh_loop, loop_kind, side, rsa_identit
     """A stdlib ssl.SSLContext on a patched loop keeps asyncio's (uvloop's) own transport."""
     fasttls.aio.patch_loop(fresh_loop)
     if side == "client":
-        cls = run_on(fresh_loop, client_exchange(fresh_loop, stdlib_client_context(rsa_identity),
-                                                 rsa_identity))
+        ctx, client_ctx = stdlib_client_context(rsa_identity), None
     else:
         # Python 3.9's sslproto ends TCP without answering close_notify: a client with the
         # stdlib's default options (3.9 ignores such an EOF) for asyncio's own transport.
-        client_ctx = STDLIB_SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx, client_ctx = stdlib_server_context(rsa_identity), STDLIB_SSLContext(
+            ssl.PROTOCOL_TLS_CLIENT)
         rsa_identity.ca.configure_trust(client_ctx)
-        cls = run_on(fresh_loop, server_exchange(fresh_loop, stdlib_server_context(rsa_identity),
-                                                 rsa_identity, client_ctx))
-    assert_not_fasttls(cls, loop_kind)
+    assert_not_fasttls(exchange_as(fresh_loop, side, ctx, rsa_identity, client_ctx), loop_kind)
 
 
 @pytest.mark.parametrize("side", ["client", "server"])
 def test_fasttls_context_on_patched_loop(fresh_loop, loop_kind, side, rsa_identity):
     fasttls.aio.patch_loop(fresh_loop)
-    if side == "client":
-        cls = run_on(fresh_loop, client_exchange(fresh_loop, fasttls_client_context(rsa_identity),
-                                                 rsa_identity))
-    else:
-        cls = run_on(fresh_loop, server_exchange(fresh_loop, fasttls_server_context(rsa_identity),
-                                                 rsa_identity))
-    assert_fasttls_transport_class(cls, loop_kind)
+    ctx = (fasttls_client_context if side == "client" else fasttls_server_context)(rsa_identity)
+    assert_fasttls_transport_class(exchange_as(fresh_loop, side, ctx, rsa_identity), loop_kind)
 
 
 # ---------------------------------------------------------------- install / uninstall

@@ -40,6 +40,7 @@ from aio.conftest import (
     HOST,
     IO_TIMEOUT,
     BlockingPeer,
+    Pair,
     Recorder,
     assert_fasttls_transport,
     bounded,
@@ -197,6 +198,34 @@ async def close_server(server):
     await bounded(server.wait_closed())
 
 
+async def open_raw_pair(loop, side, identity, raw_script, protocol_factory=Recorder,
+                        version=None):
+    """Connect a fasttls end of role `side` to a BlockingPeer that drives a stdlib SSLObject
+    over the raw socket itself (records that must leave together): `raw_script(ctx,
+    server_side)` makes that peer's script from its stdlib context. The server's context
+    (whichever end serves) is pinned to `version`."""
+    if side == "client":
+        peer = BlockingPeer.serve(raw_script(stdlib_server_context(identity, version), True),
+                                  None)
+        transport, protocol = await bounded(loop.create_connection(
+            protocol_factory, HOST, peer.port, ssl=fasttls_client_context(identity),
+            server_hostname="localhost"))
+        return Pair(transport, protocol, peer)
+    made = loop.create_future()
+
+    def factory():
+        made.set_result(protocol_factory())
+        return made.result()
+
+    server = await loop.create_server(factory, HOST, 0,
+                                      ssl=fasttls_server_context(identity, version))
+    peer = BlockingPeer.connect(raw_script(stdlib_client_context(identity), False), None,
+                                (HOST, server.sockets[0].getsockname()[1]))
+    protocol = await bounded(made)
+    transport = await bounded(protocol.made)
+    return Pair(transport, protocol, peer, server)
+
+
 def test_echo_streams(run, loop, loop_kind, side, stdlib_loop, rsa_identity, big):
     async def main():
         if side == "server":
@@ -263,16 +292,7 @@ def finished_then_data(ctx, server_side):
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = ctx.wrap_bio(incoming, outgoing, server_side=server_side,
                            server_hostname=None if server_side else "localhost")
-        for _ in range(100):
-            try:
-                obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                raw.sendall(outgoing.read())
-                data = raw.recv(65536)
-                if not data:
-                    raise AssertionError("EOF during the handshake")
-                incoming.write(data)
+        bio_handshake_over_socket(raw, obj, incoming, outgoing, send_last_flight=False)
         obj.write(b"early data")
         raw.sendall(outgoing.read())  # the end of the handshake and the data together
         received = b""
@@ -288,6 +308,7 @@ def finished_then_data(ctx, server_side):
             received += chunk
             if received == b"answer":
                 return received
+        raise AssertionError(f"no answer, got {received!r}")
     return script
 
 
@@ -298,35 +319,14 @@ def test_data_right_behind_handshake(run, loop, loop_kind, side, version, rsa_id
     pinned = VERSIONS[version]
 
     async def main():
-        server = None
-        if side == "client":
-            peer = BlockingPeer.serve(finished_then_data(
-                stdlib_server_context(rsa_identity, pinned), True), None)
-            transport, protocol = await bounded(loop.create_connection(
-                Recorder, HOST, peer.port, ssl=fasttls_client_context(rsa_identity),
-                server_hostname="localhost"))
-        else:
-            made = loop.create_future()
-
-            def factory():
-                made.set_result(Recorder())
-                return made.result()
-
-            server = await loop.create_server(factory, HOST, 0,
-                                              ssl=fasttls_server_context(rsa_identity, pinned))
-            peer = BlockingPeer.connect(finished_then_data(
-                stdlib_client_context(rsa_identity), False), None,
-                (HOST, server.sockets[0].getsockname()[1]))
-            protocol = await bounded(made)
-            transport = await bounded(protocol.made)
+        pair = await open_raw_pair(loop, side, rsa_identity, finished_then_data,
+                                   version=pinned)
+        protocol = pair.protocol
         assert await protocol.wait_bytes(10) == b"early data"
         assert protocol.events[:2] == ["made", "data"]
-        transport.write(b"answer")
-        assert await peer.result() == b"answer"
-        transport.abort()
-        peer.join()
-        if server is not None:
-            await close_server(server)
+        pair.transport.write(b"answer")
+        assert await pair.peer.result() == b"answer"
+        await pair.aclose()
 
     run(main())
 
@@ -450,28 +450,9 @@ def test_paused_in_connection_made(run, loop, loop_kind, side, version, rsa_iden
             transport.pause_reading()
 
     async def main():
-        server = None
-        if side == "client":
-            peer = BlockingPeer.serve(finished_then_data(
-                stdlib_server_context(rsa_identity, pinned), True), None)
-            _, protocol = await bounded(loop.create_connection(
-                PausedAtOnce, HOST, peer.port, ssl=fasttls_client_context(rsa_identity),
-                server_hostname="localhost"))
-        else:
-            made = loop.create_future()
-
-            def factory():
-                made.set_result(PausedAtOnce())
-                return made.result()
-
-            server = await loop.create_server(factory, HOST, 0,
-                                              ssl=fasttls_server_context(rsa_identity, pinned))
-            peer = BlockingPeer.connect(finished_then_data(
-                stdlib_client_context(rsa_identity), False), None,
-                (HOST, server.sockets[0].getsockname()[1]))
-            protocol = await bounded(made)
-            await bounded(protocol.made)
-        transport = protocol.transport
+        pair = await open_raw_pair(loop, side, rsa_identity, finished_then_data, PausedAtOnce,
+                                   version=pinned)
+        protocol, transport = pair.protocol, pair.transport
         for _ in range(20):  # the data arrives meanwhile (or came with the handshake)
             await asyncio.sleep(0.01)
         assert protocol.events == ["made"]
@@ -479,11 +460,8 @@ def test_paused_in_connection_made(run, loop, loop_kind, side, version, rsa_iden
         transport.resume_reading()
         assert await protocol.wait_bytes(10) == b"early data"
         transport.write(b"answer")
-        assert await peer.result() == b"answer"
-        transport.abort()
-        peer.join()
-        if server is not None:
-            await close_server(server)
+        assert await pair.peer.result() == b"answer"
+        await pair.aclose()
 
     run(main())
 
@@ -1099,35 +1077,14 @@ def data_then_close_notify(ctx, server_side):
 
 def test_peer_data_and_close_notify_together(run, loop, loop_kind, side, rsa_identity):
     async def main():
-        server = None
-        if side == "client":
-            peer = BlockingPeer.serve(
-                data_then_close_notify(stdlib_server_context(rsa_identity), True), None)
-            _, protocol = await bounded(loop.create_connection(
-                Recorder, HOST, peer.port, ssl=fasttls_client_context(rsa_identity),
-                server_hostname="localhost"))
-        else:
-            made = loop.create_future()
-
-            def factory():
-                made.set_result(Recorder())
-                return made.result()
-
-            server = await loop.create_server(factory, HOST, 0,
-                                              ssl=fasttls_server_context(rsa_identity))
-            peer = BlockingPeer.connect(
-                data_then_close_notify(stdlib_client_context(rsa_identity), False), None,
-                (HOST, server.sockets[0].getsockname()[1]))
-            protocol = await bounded(made)
-            await bounded(protocol.made)
+        pair = await open_raw_pair(loop, side, rsa_identity, data_then_close_notify)
+        protocol = pair.protocol
         assert await protocol.wait_bytes(10) == b"last words"
         await bounded(protocol.eof)
         assert await bounded(protocol.lost) is None
         assert protocol.plain_events() == ["made", "eof", "lost"]
-        assert await peer.result() == "clean"
-        peer.join()
-        if server is not None:
-            await close_server(server)
+        assert await pair.peer.result() == "clean"
+        await pair.aclose()
 
     run(main())
 
@@ -1200,33 +1157,11 @@ def test_write_in_eof_received(run, loop, loop_kind, side, rsa_identity):
             self.transport.write(b"last words")
 
     async def main():
-        server = None
-        if side == "client":
-            peer = BlockingPeer.serve(
-                close_notify_then_read(stdlib_server_context(rsa_identity), True), None)
-            _, protocol = await bounded(loop.create_connection(
-                LastWords, HOST, peer.port, ssl=fasttls_client_context(rsa_identity),
-                server_hostname="localhost"))
-        else:
-            made = loop.create_future()
-
-            def factory():
-                made.set_result(LastWords())
-                return made.result()
-
-            server = await loop.create_server(factory, HOST, 0,
-                                              ssl=fasttls_server_context(rsa_identity))
-            peer = BlockingPeer.connect(
-                close_notify_then_read(stdlib_client_context(rsa_identity), False), None,
-                (HOST, server.sockets[0].getsockname()[1]))
-            protocol = await bounded(made)
-            await bounded(protocol.made)
-        peer.signals.set("go")
-        assert await bounded(protocol.lost) is None
-        assert await peer.result() == (b"last words", "close_notify")
-        peer.join()
-        if server is not None:
-            await close_server(server)
+        pair = await open_raw_pair(loop, side, rsa_identity, close_notify_then_read, LastWords)
+        pair.peer.signals.set("go")
+        assert await bounded(pair.protocol.lost) is None
+        assert await pair.peer.result() == (b"last words", "close_notify")
+        await pair.aclose()
 
     run(main())
 

@@ -17,7 +17,7 @@ import pytest
 import trustme
 
 import fasttls
-from support.peers import ThreadedServer, bio_handshake_over_socket
+from support.peers import MAX_STEPS, ThreadedServer, bio_handshake_over_socket
 
 DEADLINE = 60  # seconds: every blocking step of these tests is bounded by it
 
@@ -286,12 +286,17 @@ def test_unwrap_leaves_what_follows_close_notify(ca, server_cert):
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             obj = server_ctx.wrap_bio(incoming, outgoing, server_side=True)
             bio_handshake_over_socket(raw, obj, incoming, outgoing)
-            while True:  # until the client's close_notify (read() returns b"")
+            for _ in range(MAX_STEPS):  # until the client's close_notify (read() returns b"")
                 try:
                     if not obj.read(1024):
                         break
                 except ssl.SSLWantReadError:
-                    incoming.write(raw.recv(65536))
+                    data = raw.recv(65536)
+                    if not data:  # else want-read forever on an empty BIO
+                        raise AssertionError("TCP ended before the client's close_notify")
+                    incoming.write(data)
+            else:
+                raise AssertionError("no close_notify from the client")
             try:
                 obj.unwrap()
             except ssl.SSLWantReadError:
@@ -310,7 +315,7 @@ def test_unwrap_leaves_what_follows_close_notify(ca, server_cert):
     plain.close()
     thread.join(DEADLINE)
     listener.close()
-    assert not errors, errors
+    assert not thread.is_alive() and not errors, errors
 
 
 def test_nonblocking_unwrap_with_a_split_record_header(ca, server_cert):
@@ -364,7 +369,7 @@ def test_nonblocking_unwrap_with_a_split_record_header(ca, server_cert):
     plain.close()
     thread.join(DEADLINE)
     listener.close()
-    assert not errors, errors
+    assert not thread.is_alive() and not errors, errors
 
 
 def test_unwrap_leaves_the_rest_in_the_incoming_bio(ca, server_cert):

@@ -10,6 +10,7 @@ import time
 import pytest
 from support.interop import run_client
 from support.keyless_server import KeylessServer
+from support.pump import pump_sslobjects
 from support.requires import require_program
 from support.signers import FailingSigner, LocalSigner, SlowForNameSigner
 
@@ -148,20 +149,7 @@ def test_dropin_sslobject_with_stdlib_sslobject(identities, with_dir):
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
     client = cctx.wrap_bio(c_in, c_out, server_hostname="localhost")
     server = sctx.wrap_bio(s_in, s_out, server_side=True)
-    done = {client: False, server: False}
-    for _ in range(20):
-        for obj in (client, server):
-            if not done[obj]:
-                try:
-                    obj.do_handshake()
-                    done[obj] = True
-                except ssl.SSLWantReadError:
-                    pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if all(done.values()):
-            break
-    assert all(done.values())
+    pump_sslobjects(client, server, c_in, c_out, s_in, s_out)
     assert len(signer.requests) == 1 and signer.requests[0].scheme_name == "rsa_pss_rsae_sha256"
     client.write(b"over memory")
     s_in.write(c_out.read())

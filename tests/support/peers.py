@@ -153,13 +153,15 @@ def socket_read_until(sock, tls, predicate):
     return bytes(received)
 
 
-def bio_handshake_over_socket(sock, obj, incoming, outgoing):
+def bio_handshake_over_socket(sock, obj, incoming, outgoing, send_last_flight=True):
     """Drive a stdlib SSLObject's handshake (with its two MemoryBIOs) over a connected socket,
-    bounded in steps (the socket's timeout bounds each one); its last flight is sent."""
+    bounded in steps (the socket's timeout bounds each one); its last flight is sent, or with
+    send_last_flight=False left in `outgoing` (for the caller to send with what follows)."""
     for _ in range(MAX_STEPS):
         try:
             obj.do_handshake()
-            sock.sendall(outgoing.read())
+            if send_last_flight:
+                sock.sendall(outgoing.read())
             return
         except ssl.SSLWantReadError:
             sock.sendall(outgoing.read())

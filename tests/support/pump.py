@@ -1,6 +1,7 @@
-"""The in-memory handshake between two fasttls TLS objects: no sockets, no pytest, no
-certificates of its own, so the tests and the scripts they run in child processes (fuzz/,
-tests/memcheck_subset.py) share it."""
+"""The in-memory handshake between two fasttls TLS objects (and between two ssl.SSLObject-style
+objects over MemoryBIOs): no sockets, no pytest, no certificates of its own, so the tests and
+the scripts they run in child processes (fuzz/, tests/memcheck_subset.py) share it."""
+import ssl
 
 
 def deliver(tls, data):
@@ -57,3 +58,23 @@ def resume(client_ctx, server_ctx, session, server_hostname="localhost"):
     server = fasttls.newtls("server", server_ctx)
     pump(client, server)
     return client, server
+
+
+def pump_sslobjects(client, server, client_in, client_out, server_in, server_out, limit=20):
+    """Run do_handshake() on two SSLObject-style objects (the stdlib's, fasttls's drop-in)
+    over their MemoryBIOs until both finish, each end's output handed to the other after
+    every step. Bounded by `limit` rounds."""
+    done = {"client": False, "server": False}
+    for _ in range(limit):
+        for name, obj, out, into in (("client", client, client_out, server_in),
+                                     ("server", server, server_out, client_in)):
+            if not done[name]:
+                try:
+                    obj.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+            into.write(out.read())
+        if all(done.values()):
+            return
+    raise AssertionError(f"handshake did not complete within {limit} rounds: {done}")

@@ -1,5 +1,6 @@
 """What a test needs from the machine (a peer program, an optional library): missing, it skips
 locally and fails under CI=true, where every peer must be installed."""
+import importlib
 import os
 import shutil
 
@@ -21,3 +22,12 @@ def require_program(name):
     if path is None:
         skip_or_fail(f"peer program {name!r} is not installed")
     return path
+
+
+def require_module(name, extra="test"):
+    """An optional Python package (of fasttls's `extra`); a missing one skips locally and fails
+    under CI=true."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        skip_or_fail(f"the Python package {name!r} is not installed (fasttls's {extra!r} extra)")

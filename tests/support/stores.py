@@ -12,7 +12,8 @@ import fasttls
 from fasttls import helpers
 from support.interop import free_port
 from support.pairs import server_ctx
-from support.requires import require_program, skip_or_fail
+# require_module: the store tests import it from here
+from support.requires import require_module, require_program  # noqa: F401
 
 START_TIMEOUT = 10.0
 SOCKET_TIMEOUT = 10.0
@@ -64,13 +65,6 @@ def start_memcached():
     if os.geteuid() == 0:  # memcached refuses to run as root without a user to switch to
         argv += ["-u", "root"]
     return Daemon("memcached", argv, port)
-
-
-def require_module(name):
-    try:
-        return __import__(name)
-    except ImportError:
-        skip_or_fail(f"the Python package {name!r} is not installed (the `store` extra)")
 
 
 def store_ctx(ident, store):
