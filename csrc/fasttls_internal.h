@@ -69,6 +69,8 @@ FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 FASTTLS_INTERNAL int fasttls_hello_init(void);
 /* Called by fasttls_conn_release: the sessions held for the application. */
 FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
+/* Called when a handshake completes: lets go of the session handed in for the lookup. */
+FASTTLS_INTERNAL void fasttls_hello_handshake_done(fasttls_conn *c);
 /* The sni_callback runs between handshake calls (FASTTLS_HELLO_SNI) on this context. */
 FASTTLS_INTERNAL int fasttls_hello_enable_sni(SSL_CTX *ctx, int on);
 
