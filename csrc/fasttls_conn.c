@@ -459,6 +459,7 @@ static int fasttls_handshake_inner(fasttls_conn *c, const unsigned char *data, s
             /* Jobs only for the handshake: in one, every read and write would cost ~10%. */
             if (c->sign != NULL)
                 SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
+            fasttls_hello_handshake_done(c);
             clear_stale_errors(); /* a completed handshake may still leave a note behind */
         } else {
             int e = SSL_get_error(c->ssl, r);

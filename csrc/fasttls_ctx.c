@@ -46,7 +46,9 @@ struct ctx_extra {
     struct identity ids[IDENTITIES_MAX];
     int n_ids;
     int per_connection;
-    int keyless; /* an identity's private key is elsewhere (fasttls_keyless.c) */
+    /* An identity's private key is elsewhere (fasttls_keyless.c): derived from ids[] whenever
+     * they change, so a keyless identity replaced by a local one stops the signing jobs. */
+    int keyless;
     /* Session-ticket keys (fasttls_tickets.c), NULL until set; freed with the context. */
     struct fasttls_tickets *tickets;
 };
@@ -142,13 +144,6 @@ void fasttls_ctx_enable_sni_callback(SSL_CTX *ctx, int on)
 {
     SSL_CTX_set_tlsext_servername_callback(ctx, (on ? server_name_ack : NULL));
     fasttls_hello_enable_sni(ctx, on);
-}
-
-void fasttls_ctx_mark_keyless(SSL_CTX *ctx)
-{
-    struct ctx_extra *x = extra(ctx);
-    if (x != NULL)
-        x->keyless = 1;
 }
 
 int fasttls_ctx_is_keyless(SSL_CTX *ctx)
@@ -419,6 +414,8 @@ int fasttls_ctx_install_identity(SSL_CTX *ctx, X509 *cert, STACK_OF(X509) *chain
             id.cert = NULL, id.key = NULL, id.chain = NULL;
             result = 1;
         }
+        for (i = 0, x->keyless = 0; i < x->n_ids; i++)
+            x->keyless |= fasttls_key_is_keyless(x->ids[i].key);
         CRYPTO_THREAD_unlock(x->lock);
     }
     identity_free(&id);

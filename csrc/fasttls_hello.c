@@ -320,6 +320,15 @@ void fasttls_conn_clear_new_sessions(fasttls_conn *c)
     }
 }
 
+/* The handshake is done: the session handed in has served (OpenSSL holds a reference of its own,
+ * or, resuming TLS 1.3, a copy), so it is not kept for the connection's life. Kept until now: a
+ * HelloRetryRequest's second ClientHello looks it up again. */
+void fasttls_hello_handshake_done(fasttls_conn *c)
+{
+    SSL_SESSION_free(c->found_session);
+    c->found_session = NULL;
+}
+
 void fasttls_hello_release(fasttls_conn *c)
 {
     fasttls_conn_clear_new_sessions(c);

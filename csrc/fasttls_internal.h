@@ -69,6 +69,8 @@ FASTTLS_INTERNAL void fasttls_io_release(fasttls_conn *c);
 FASTTLS_INTERNAL int fasttls_hello_init(void);
 /* Called by fasttls_conn_release: the sessions held for the application. */
 FASTTLS_INTERNAL void fasttls_hello_release(fasttls_conn *c);
+/* Called when a handshake completes: lets go of the session handed in for the lookup. */
+FASTTLS_INTERNAL void fasttls_hello_handshake_done(fasttls_conn *c);
 /* The sni_callback runs between handshake calls (FASTTLS_HELLO_SNI) on this context. */
 FASTTLS_INTERNAL int fasttls_hello_enable_sni(SSL_CTX *ctx, int on);
 
@@ -84,6 +86,8 @@ FASTTLS_INTERNAL void fasttls_keyless_leave(fasttls_conn *c);
 FASTTLS_INTERNAL int fasttls_keyless_waiting(fasttls_conn *c);
 /* Called by fasttls_conn_release before SSL_free: ends a paused job. */
 FASTTLS_INTERNAL void fasttls_keyless_unwind(fasttls_conn *c);
+/* The key is one of the keyless provider's (its private half is elsewhere). */
+FASTTLS_INTERNAL int fasttls_key_is_keyless(const EVP_PKEY *key);
 
 /* ---- fasttls_ctx.c ---- */
 
@@ -91,10 +95,10 @@ FASTTLS_INTERNAL void fasttls_keyless_unwind(fasttls_conn *c);
  * fasttls_ctx_new did not make). */
 FASTTLS_INTERNAL CRYPTO_RWLOCK *fasttls_conf_lock(const SSL_CTX *ctx);
 /* Install an identity already read (ownership of all three passes), as fasttls_ctx_use_identity
- * does; and mark a context keyless (its connections handshake with SSL_MODE_ASYNC). */
+ * does. The context is keyless (its connections handshake with SSL_MODE_ASYNC) while one of its
+ * identities has a keyless key. */
 FASTTLS_INTERNAL int fasttls_ctx_install_identity(SSL_CTX *ctx, X509 *cert, STACK_OF(X509) *chain,
                                                   EVP_PKEY *key, int how);
-FASTTLS_INTERNAL void fasttls_ctx_mark_keyless(SSL_CTX *ctx);
 /* Where the context keeps its session-ticket keys (NULL for a context fasttls_ctx_new did not
  * make); the slot holds NULL until keys are first set. */
 struct fasttls_tickets;

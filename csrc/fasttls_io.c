@@ -290,18 +290,14 @@ static int receive(fasttls_conn *c, int fd, int flags, incoming *in)
     unsigned char *into;
     size_t room;
     ssize_t n;
-    int scratch = c->held_len == 0 && in->len == 0;
+    /* `in` comes empty: decrypt and fasttls_handshake consume all of it, keeping what they
+     * leave in c->held. */
+    int scratch = c->held_len == 0;
     if (scratch) {
         if ((into = thread_scratch()) == NULL)
             return io_error(c, ENOMEM);
         room = RECV_SIZE;
     } else {
-        if (in->len) { /* bytes still in the thread's buffer: keep them in order first */
-            if (!fasttls_feed(c, in->data, in->len) || !fasttls_keep_rest(c))
-                return io_error(c, ENOMEM);
-            in->data = nothing;
-            in->len = 0;
-        }
         if (!fasttls_reserve((char **)&c->held, &c->held_cap, c->held_len + RECV_SIZE))
             return io_error(c, ENOMEM);
         into = c->held + c->held_len;

@@ -650,7 +650,6 @@ int fasttls_ctx_use_keyless(SSL_CTX *ctx, const char *chain_pem, size_t chain_le
         goto fail;
     EVP_PKEY_CTX_free(pctx);
     OPENSSL_free(der);
-    fasttls_ctx_mark_keyless(ctx);
     return fasttls_ctx_install_identity(ctx, cert, chain, key, how);
 fail:
     EVP_PKEY_CTX_free(pctx);
@@ -658,6 +657,11 @@ fail:
     X509_free(cert);
     sk_X509_pop_free(chain, X509_free);
     return -1;
+}
+
+int fasttls_key_is_keyless(const EVP_PKEY *key)
+{
+    return key != NULL && provider != NULL && EVP_PKEY_get0_provider(key) == provider;
 }
 
 /* ---- connections ---- */
@@ -906,6 +910,7 @@ int fasttls_ctx_use_keyless(SSL_CTX *ctx, const char *chain_pem, size_t chain_le
     ERR_raise(ERR_LIB_SSL, ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED);
     return -1;
 }
+int fasttls_key_is_keyless(const EVP_PKEY *key) { (void)key; return 0; }
 int fasttls_keyless_prepare(fasttls_conn *c) { (void)c; return 0; }
 int fasttls_keyless_enter(fasttls_conn *c) { (void)c; return 1; }
 void fasttls_keyless_leave(fasttls_conn *c) { (void)c; }

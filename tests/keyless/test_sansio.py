@@ -367,3 +367,20 @@ def test_orphan_dropped_when_its_thread_ends(identities, keyless_ctx):
             break
         time.sleep(0.01)
     assert lib.fasttls_keyless_orphans() == before
+
+
+def test_keyless_identity_replaced_by_local_key_stops_signing(identities, keyless_ctx):
+    # The engine's keyless flag follows the identities: once a local key replaces the keyless
+    # one, handshakes run outside signing jobs and never pause for a signature.
+    from fasttls._binding import lib
+
+    identity = identities["ecdsa"]
+    sctx, signer = keyless_ctx(identity)
+    assert lib.fasttls_ctx_is_keyless(sctx._ctx) == 1
+    sctx.set_cert(identity.chain_pem, identity.key_pem)
+    assert lib.fasttls_ctx_is_keyless(sctx._ctx) == 0
+    client, server, out = start(identity, sctx)
+    assert server.pause is None
+    pump(client, server, client.handshake(out))
+    assert server.read(client.write(b"ping")) == b"ping"
+    assert signer.requests == []
