@@ -388,6 +388,11 @@ class Context:
                 "no key, a bad key, or an encrypted key without a password")
             raise error_from_queue(f"cannot load the private key ({reason}), or it does not "
                                    "match the certificate")
+        if self._signer is not None and not lib.fasttls_ctx_is_keyless(self._ctx):
+            # the engine's identities decide whether the context is keyless: a local key that
+            # replaced the keyless one ends it, its restrictions (no PSK, no message hook, no
+            # RSA key exchange) with it
+            self._signer = None
 
     @_locked
     def set_keyless_cert(self, cert: PathOrPEM, signer, *, paths_only: bool = False) -> None:

@@ -379,6 +379,9 @@ def test_keyless_identity_replaced_by_local_key_stops_signing(identities, keyles
     assert lib.fasttls_ctx_is_keyless(sctx._ctx) == 1
     sctx.set_cert(identity.chain_pem, identity.key_pem)
     assert lib.fasttls_ctx_is_keyless(sctx._ctx) == 0
+    assert sctx.signer is None  # one owner: the context is no longer keyless on either side
+    sctx.set_psk_server_callback(lambda identity: b"k" * 16)  # no longer refused
+    sctx.set_psk_server_callback(None)
     client, server, out = start(identity, sctx)
     assert server.pause is None
     pump(client, server, client.handshake(out))
