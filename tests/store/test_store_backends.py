@@ -260,7 +260,14 @@ def test_redis_ready_clients_and_close(redis_daemon):
     from fasttls.store import RedisStore
     url = f"redis://127.0.0.1:{redis_daemon.port}/0"
     watcher = redis.Redis.from_url(url, socket_timeout=BOUND)
-    async_client = redis.asyncio.Redis.from_url(url, socket_timeout=BOUND)
+    # One loop for the asyncio client's whole life: on Python 3.9 its pool's asyncio.Lock binds
+    # to the loop current when it is made (and there may be none outside a running loop).
+    loop = asyncio.new_event_loop()
+
+    async def make_async_client():
+        return redis.asyncio.Redis.from_url(url, socket_timeout=BOUND)
+
+    async_client = loop.run_until_complete(make_async_client())
     store = RedisStore(url, client=redis.Redis.from_url(url, socket_timeout=BOUND),
                        async_client=async_client)
     try:
@@ -274,7 +281,7 @@ def test_redis_ready_clients_and_close(redis_daemon):
             await store.delete_async(b"\x06" * 32)
             await async_client.aclose()
 
-        asyncio.run(asyncio.wait_for(main(), BOUND))
+        loop.run_until_complete(asyncio.wait_for(main(), BOUND))
         assert store.get(b"\x06" * 32) is None
         store.close()
         wait_until(lambda: len(watcher.client_list()) == connected,
@@ -282,6 +289,7 @@ def test_redis_ready_clients_and_close(redis_daemon):
     finally:
         store.close()
         watcher.close()
+        loop.close()
 
 
 def test_memcached_server_as_host_port_string(memcached_daemon):
